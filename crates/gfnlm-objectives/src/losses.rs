@@ -122,16 +122,32 @@ pub fn modified_subtb(batch: &TrajectoryBatch, lambda: f64) -> Result<Tensor<1>,
     // residual[b, i, j] = C[b, j] − C[b, i].
     let residual = c.clone().unsqueeze_dim::<3>(1) - c.unsqueeze_dim::<3>(2);
 
-    // λ^{j−i−1} for j > i (0^0 = 1), shared by the batch.
+    // Pair weights λ^{L−1} for sub-trajectory length L = j − i >= 1 (0^0 = 1), divided by the
+    // normaliser on the host in f64. They are first scaled by the largest used power (computed
+    // in the log domain), so any finite λ and T give finite f32 weights without overflow.
     let side = t + 1;
+    let max_len = batch.lengths().iter().copied().max().unwrap_or(0);
     let mut pow = vec![0f64; side];
-    for (l, p) in pow.iter_mut().enumerate().skip(1) {
-        *p = lambda.powi(l as i32 - 1);
+    if lambda == 0.0 {
+        pow[1] = 1.0;
+    } else {
+        let ln = lambda.ln();
+        let top = (0..max_len).map(|l| l as f64 * ln).fold(f64::MIN, f64::max);
+        for (l, p) in pow.iter_mut().enumerate().skip(1) {
+            *p = ((l - 1) as f64 * ln - top).exp();
+        }
     }
+    let norm: f64 = batch
+        .lengths()
+        .iter()
+        .map(|&n| (1..=n).map(|l| (n - l + 1) as f64 * pow[l]).sum::<f64>())
+        .sum();
+    // norm >= 1: the largest used power is 1 and some trajectory has a pair of that length.
+    debug_assert!(norm >= 1.0);
     let mut w = vec![0f32; side * side];
     for i in 0..side {
         for j in i + 1..side {
-            w[i * side + j] = pow[j - i] as f32;
+            w[i * side + j] = (pow[j - i] / norm) as f32;
         }
     }
     // A pair is valid when its end state is inside the trajectory (j <= n_b).
@@ -142,16 +158,7 @@ pub fn modified_subtb(batch: &TrajectoryBatch, lambda: f64) -> Result<Tensor<1>,
         .collect();
     let weight =
         float_tensor(w, [1, side, side], &device) * float_tensor(end_ok, [b, 1, side], &device);
-    let norm: f64 = batch
-        .lengths()
-        .iter()
-        .map(|&n| (1..=n).map(|l| (n - l + 1) as f64 * pow[l]).sum::<f64>())
-        .sum();
-    if norm <= 0.0 {
-        // Only reachable with λ = 0 underflow-free inputs; kept for safety.
-        return Err(ObjectiveError::NoTransitions);
-    }
-    Ok((residual.square() * weight).sum().div_scalar(norm))
+    Ok((residual.square() * weight).sum())
 }
 
 /// Modified detailed balance: adjacent pairs only (`j = i + 1`), as the reference's

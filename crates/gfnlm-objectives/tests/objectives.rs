@@ -436,6 +436,42 @@ fn lambda_weights_long_pairs() {
     assert!(close(got, num / den, 1e-5));
 }
 
+#[test]
+fn large_lambda_and_long_trajectories_stay_finite() {
+    // λ^63 = 1e252 overflows f32 (and 1e6^63 overflows f64): weights must be scaled, not raw.
+    let t = 64;
+    let lengths = vec![64, 17, 40];
+    let val = |b: usize, k: usize, s: f64| ((b * 11 + k * 5) as f64 * 0.21 + s).sin() * 0.5;
+    let h = Host {
+        t,
+        pf: (0..3)
+            .map(|b| (0..t).map(|k| val(b, k, 0.4)).collect())
+            .collect(),
+        pterm: (0..3)
+            .map(|b| (0..=t).map(|k| val(b, k, 1.1)).collect())
+            .collect(),
+        r: (0..3)
+            .map(|b| (0..=t).map(|k| val(b, k, 2.3)).collect())
+            .collect(),
+        lengths,
+    };
+    let device = Device::flex();
+    let batch = h.batch(&device, f32::NAN);
+    for lambda in [0.3, 1.0, 1.7, 1e4] {
+        let got = scalar(modified_subtb(&batch, lambda).unwrap());
+        let want = h.subtb(lambda);
+        assert!(close(got, want, 1e-3), "λ={lambda}: got {got}, want {want}");
+    }
+    // Beyond f64's range the loss tends to the mean over the longest pairs only (j − i = 64).
+    let got = scalar(modified_subtb(&batch, 1e6).unwrap());
+    let longest: f64 = (0..64).map(|k| h.delta(0, k)).sum();
+    assert!(
+        close(got, longest * longest, 1e-3),
+        "got {got}, want {}",
+        longest * longest
+    );
+}
+
 // ---------------------------------------------------------------- degenerate input
 
 fn t2(rows: usize, cols: usize, fill: f32) -> Tensor<2> {
