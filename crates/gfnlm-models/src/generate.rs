@@ -1,0 +1,287 @@
+//! Batched sampling with a shared prompt prefix and the KV cache, and teacher-forced scoring.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::llama::LlamaForCausalLm;
+
+/// Options for [`sample`].
+#[derive(Debug, Clone)]
+pub struct SampleOptions {
+    /// Number of sequences.
+    pub num_samples: usize,
+    /// Most new tokens per sequence.
+    pub max_new_tokens: usize,
+    /// Softmax temperature of the behaviour distribution (> 0).
+    pub temperature: f64,
+    /// RNG seed; the same seed gives the same samples.
+    pub seed: u64,
+    /// A sequence stops after emitting this token (included in its tokens).
+    pub stop_token: Option<u32>,
+}
+
+/// One sampled continuation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// New token ids (the stop token included when emitted).
+    pub tokens: Vec<u32>,
+    /// Per-token log-probabilities under the model at temperature 1.
+    pub token_logprobs: Vec<f32>,
+}
+
+impl Sample {
+    /// Sum of the per-token log-probabilities: log p(tokens | prompt).
+    pub fn logprob(&self) -> f64 {
+        self.token_logprobs.iter().map(|&x| x as f64).sum()
+    }
+}
+
+/// Host-side copy of a `[rows, vocab]` tensor.
+fn rows_to_host(t: Tensor<2>) -> Vec<Vec<f32>> {
+    let [r, v] = t.dims();
+    let flat: Vec<f32> = t
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .expect("f32 data");
+    (0..r).map(|i| flat[i * v..(i + 1) * v].to_vec()).collect()
+}
+
+/// Log-softmax of `logits / temperature`, in f64 for a stable sampler.
+fn log_softmax_host(logits: &[f32], temperature: f64) -> Vec<f64> {
+    let scaled: Vec<f64> = logits.iter().map(|&x| x as f64 / temperature).collect();
+    let m = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let lse = m + scaled.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+    scaled.into_iter().map(|x| x - lse).collect()
+}
+
+/// Draws an index from log-probabilities by inverse CDF.
+fn draw(logp: &[f64], rng: &mut ChaCha8Rng) -> usize {
+    let u: f64 = rng.random();
+    let mut acc = 0.0;
+    for (i, lp) in logp.iter().enumerate() {
+        acc += lp.exp();
+        if u < acc {
+            return i;
+        }
+    }
+    logp.len() - 1
+}
+
+/// Samples `num_samples` continuations of `prompt`.
+///
+/// The prompt is run once (batch 1) and its KV cache shared by every row; rows then decode in
+/// lockstep, one token per step, and finished rows are dropped from the batch.
+pub fn sample(
+    model: &LlamaForCausalLm,
+    prompt: &[u32],
+    opts: &SampleOptions,
+    device: &Device,
+) -> Vec<Sample> {
+    assert!(
+        !prompt.is_empty(),
+        "sample: the prompt must have at least one token"
+    );
+    assert!(opts.temperature > 0.0, "sample: temperature must be > 0");
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let n = opts.num_samples;
+    let mut out = vec![
+        Sample {
+            tokens: Vec::new(),
+            token_logprobs: Vec::new(),
+        };
+        n
+    ];
+    if n == 0 || opts.max_new_tokens == 0 {
+        return out;
+    }
+    let mut cache = model.new_cache();
+    let prompt_t = tokens_tensor(&[prompt.to_vec()], device);
+    let last = model.forward_last(prompt_t, Some(&mut cache));
+    let first_logits = rows_to_host(last).remove(0);
+    let mut cache = cache.expand_batch(n);
+    let mut active: Vec<usize> = (0..n).collect();
+    let mut logits: Vec<Vec<f32>> = vec![first_logits; n];
+    for step in 0..opts.max_new_tokens {
+        let mut next = Vec::with_capacity(active.len());
+        let mut still = Vec::with_capacity(active.len());
+        let mut keep_rows = Vec::with_capacity(active.len());
+        for (row, &seq) in active.iter().enumerate() {
+            let behaviour = log_softmax_host(&logits[row], opts.temperature);
+            let tok = draw(&behaviour, &mut rng);
+            let model_lp = if opts.temperature == 1.0 {
+                behaviour[tok]
+            } else {
+                log_softmax_host(&logits[row], 1.0)[tok]
+            };
+            out[seq].tokens.push(tok as u32);
+            out[seq].token_logprobs.push(model_lp as f32);
+            if opts.stop_token != Some(tok as u32) {
+                still.push(seq);
+                keep_rows.push(row as i64);
+                next.push(tok as u32);
+            }
+        }
+        if still.is_empty() || step + 1 == opts.max_new_tokens {
+            break;
+        }
+        if still.len() != active.len() {
+            let rows =
+                Tensor::<1, Int>::from_data(TensorData::new(keep_rows, [still.len()]), device);
+            cache = cache.select_rows(rows);
+        }
+        active = still;
+        let input = tokens_tensor(&next.iter().map(|&t| vec![t]).collect::<Vec<_>>(), device);
+        logits = rows_to_host(model.forward_last(input, Some(&mut cache)));
+    }
+    out
+}
+
+/// `[rows, len]` int tensor from equal-length rows.
+pub fn tokens_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
+    let len = rows.first().map(|r| r.len()).unwrap_or(0);
+    assert!(
+        rows.iter().all(|r| r.len() == len),
+        "tokens_tensor: rows differ in length"
+    );
+    let flat: Vec<i64> = rows.iter().flatten().map(|&t| t as i64).collect();
+    Tensor::from_data(TensorData::new(flat, [rows.len(), len]), device)
+}
+
+/// Teacher-forced scores of `continuation` after `prompt`.
+#[derive(Debug, Clone)]
+pub struct Score {
+    /// log p(continuation\[i\] | prompt, continuation\[..i\]).
+    pub token_logprobs: Vec<f32>,
+    /// For each continuation position and one past the end: the top-k next tokens `(id, log-prob)`.
+    pub top_next: Vec<Vec<(u32, f32)>>,
+}
+
+impl Score {
+    /// Sum of the token log-probabilities (f64 accumulation).
+    pub fn total(&self) -> f64 {
+        self.token_logprobs.iter().map(|&x| x as f64).sum()
+    }
+}
+
+/// Log-probabilities `[seq, vocab]` of the next token at every position of `tokens`.
+pub fn position_logprobs(model: &LlamaForCausalLm, tokens: &[u32], device: &Device) -> Tensor<2> {
+    let logits = model.forward(tokens_tensor(&[tokens.to_vec()], device), None);
+    let [_, t, v] = logits.dims();
+    log_softmax(logits.reshape([t, v]), 1)
+}
+
+/// Scores `continuation` after `prompt` in one forward pass, with the top-`k` alternatives.
+pub fn score(
+    model: &LlamaForCausalLm,
+    prompt: &[u32],
+    continuation: &[u32],
+    k: usize,
+    device: &Device,
+) -> Score {
+    assert!(
+        !prompt.is_empty(),
+        "score: the prompt must have at least one token"
+    );
+    let all: Vec<u32> = prompt.iter().chain(continuation).copied().collect();
+    let lp = position_logprobs(model, &all, device);
+    let [t, v] = lp.dims();
+    let p = prompt.len();
+    // Rows p-1 .. t-1 predict continuation[0..] and the token after the end.
+    let rows = lp.slice([p - 1..t, 0..v]);
+    let host = rows_to_host(rows);
+    let token_logprobs = continuation
+        .iter()
+        .enumerate()
+        .map(|(i, &tok)| host[i][tok as usize])
+        .collect();
+    let top_next = host
+        .iter()
+        .map(|row| {
+            let mut idx: Vec<usize> = (0..row.len()).collect();
+            let k = k.min(row.len());
+            idx.select_nth_unstable_by(k.saturating_sub(1).min(row.len() - 1), |&a, &b| {
+                row[b].total_cmp(&row[a])
+            });
+            let mut top: Vec<(u32, f32)> = idx[..k].iter().map(|&i| (i as u32, row[i])).collect();
+            top.sort_by(|a, b| b.1.total_cmp(&a.1));
+            top
+        })
+        .collect();
+    Score {
+        token_logprobs,
+        top_next,
+    }
+}
+
+/// Teacher-forced log-probabilities of many continuations of one prompt, batched.
+///
+/// The prompt is run once and its KV cache shared; the continuations are right-padded into one
+/// `[n, max_len]` batch. Returns, for each continuation, log p(c\[j\] | prompt, c\[..j\]) for every j.
+pub fn score_continuations(
+    model: &LlamaForCausalLm,
+    prompt: &[u32],
+    continuations: &[Vec<u32>],
+    device: &Device,
+) -> Vec<Vec<f32>> {
+    assert!(
+        !prompt.is_empty(),
+        "score_continuations: the prompt must have at least one token"
+    );
+    let n = continuations.len();
+    let max_len = continuations.iter().map(Vec::len).max().unwrap_or(0);
+    if n == 0 || max_len == 0 {
+        return vec![Vec::new(); n];
+    }
+    let mut cache = model.new_cache();
+    let first = log_softmax(
+        model.forward_last(tokens_tensor(&[prompt.to_vec()], device), Some(&mut cache)),
+        1,
+    );
+    let first = rows_to_host(first).remove(0);
+    let mut cache = cache.expand_batch(n);
+    // Positions 0..max_len-1 of the padded batch predict tokens 1..max_len.
+    let mut rest = Vec::new();
+    if max_len > 1 {
+        let padded: Vec<Vec<u32>> = continuations
+            .iter()
+            .map(|c| {
+                let mut r = c[..c.len().min(max_len - 1)].to_vec();
+                r.resize(max_len - 1, 0);
+                r
+            })
+            .collect();
+        let logits = model.forward(tokens_tensor(&padded, device), Some(&mut cache));
+        let lp = log_softmax(logits, 2);
+        let targets: Vec<i64> = continuations
+            .iter()
+            .flat_map(|c| (1..max_len).map(move |j| c.get(j).copied().unwrap_or(0) as i64))
+            .collect();
+        let idx =
+            Tensor::<3, Int>::from_data(TensorData::new(targets, [n, max_len - 1, 1]), device);
+        rest = lp
+            .gather(2, idx)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 data");
+    }
+    continuations
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.iter()
+                .enumerate()
+                .map(|(j, &tok)| {
+                    if j == 0 {
+                        first[tok as usize]
+                    } else {
+                        rest[i * (max_len - 1) + j - 1]
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,17 @@
+//! Causal language-model backbones for gfnlm, written as burn modules.
+//!
+//! The model code is device-generic: tensors carry a run-time [`burn::tensor::Device`] and no
+//! backend is named here. Weight loading ([`load`]) is kept apart from the math ([`llama`]).
+
+pub mod cache;
+pub mod device;
+pub mod generate;
+pub mod linear;
+pub mod llama;
+pub mod load;
+
+pub use cache::KvCache;
+pub use device::{compiled_backends, parse_device};
+pub use linear::Linear;
+pub use llama::{LlamaConfig, LlamaForCausalLm};
+pub use load::{LoadError, llama_config_from_gguf, load_llama_from_gguf, load_llama_gguf};

@@ -1,0 +1,298 @@
+//! The Llama-family causal LM (SmolLM2, Llama 2/3, TinyLlama, …).
+//!
+//! The module tree mirrors Hugging Face's checkpoint names: `model.embed_tokens`,
+//! `model.layers.N.{self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj, input_layernorm,
+//! post_attention_layernorm}`, `model.norm`, `lm_head` (absent when tied to the embedding).
+
+mod attention;
+mod mlp;
+mod norm;
+mod rope;
+
+pub use attention::LlamaAttention;
+pub use mlp::LlamaMlp;
+pub use norm::RmsNorm;
+pub use rope::RotaryEmbedding;
+
+use burn::module::{Module, Param};
+use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::KvCache;
+use crate::linear::Linear;
+
+/// Hyper-parameters of a Llama-family model (field names follow HF's `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the SwiGLU MLP.
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Number of query heads.
+    pub num_attention_heads: usize,
+    /// Number of key/value heads (grouped-query attention when < query heads).
+    pub num_key_value_heads: usize,
+    /// Per-head width; `hidden_size / num_attention_heads` when absent.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base θ.
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// Longest context the model was trained for.
+    pub max_position_embeddings: usize,
+    /// Whether the LM head reuses the embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+}
+
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+
+impl LlamaConfig {
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// Checks internal consistency; the message names the offending fields.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v == 0 {
+                problems.push(format!("{name} must be > 0"));
+            }
+        }
+        if self.num_key_value_heads > 0
+            && !self
+                .num_attention_heads
+                .is_multiple_of(self.num_key_value_heads)
+        {
+            problems.push(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.head_dim.is_none()
+            && self.num_attention_heads > 0
+            && !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            problems.push(format!(
+                "hidden_size ({}) is not a multiple of num_attention_heads ({})",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            problems.push(format!(
+                "head_dim ({}) must be even for RoPE",
+                self.head_dim()
+            ));
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rope_theta > 0.0) {
+            problems.push("rms_norm_eps and rope_theta must be positive".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+impl LlamaConfig {
+    /// A model with random weights (N(0, 0.1²) matrices, norms near 1): for tests and benches.
+    pub fn init_random(&self, device: &burn::tensor::Device) -> LlamaForCausalLm {
+        use burn::tensor::Distribution;
+        let normal =
+            |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.1), device);
+        let linear = |i: usize, o: usize| Linear::new(normal([i, o]), None);
+        let norm = || {
+            RmsNorm::new(
+                Tensor::<1>::random([self.hidden_size], Distribution::Normal(1.0, 0.1), device),
+                self.rms_norm_eps,
+            )
+        };
+        let (d, hd, h, kvh) = (
+            self.hidden_size,
+            self.head_dim(),
+            self.num_attention_heads,
+            self.num_key_value_heads,
+        );
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| LlamaDecoderLayer {
+                self_attn: LlamaAttention {
+                    q_proj: linear(d, h * hd),
+                    k_proj: linear(d, kvh * hd),
+                    v_proj: linear(d, kvh * hd),
+                    o_proj: linear(h * hd, d),
+                    num_heads: h,
+                    num_kv_heads: kvh,
+                    head_dim: hd,
+                },
+                mlp: LlamaMlp {
+                    gate_proj: linear(d, self.intermediate_size),
+                    up_proj: linear(d, self.intermediate_size),
+                    down_proj: linear(self.intermediate_size, d),
+                },
+                input_layernorm: norm(),
+                post_attention_layernorm: norm(),
+            })
+            .collect();
+        LlamaForCausalLm {
+            model: LlamaModel {
+                embed_tokens: Embedding {
+                    weight: Param::from_tensor(normal([self.vocab_size, d])),
+                },
+                layers,
+                norm: norm(),
+            },
+            lm_head: (!self.tie_word_embeddings).then(|| linear(d, self.vocab_size)),
+            rope: RotaryEmbedding::new(hd, self.rope_theta),
+        }
+    }
+}
+
+/// Token embedding table `[vocab, hidden]`.
+#[derive(Module, Debug)]
+pub struct Embedding {
+    /// The table, `[vocab, hidden]`.
+    pub weight: Param<Tensor<2>>,
+}
+
+impl Embedding {
+    /// Looks up `tokens` `[batch, seq]` → `[batch, seq, hidden]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        burn::tensor::module::embedding(self.weight.val(), tokens)
+    }
+}
+
+/// One pre-norm decoder block: attention then SwiGLU MLP, each with a residual.
+#[derive(Module, Debug)]
+pub struct LlamaDecoderLayer {
+    /// Self-attention.
+    pub self_attn: LlamaAttention,
+    /// Feed-forward block.
+    pub mlp: LlamaMlp,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl LlamaDecoderLayer {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &RotaryEmbedding,
+        start: usize,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
+        let h = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), rope, start, cache);
+        let x = x + h;
+        let h = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
+        x + h
+    }
+}
+
+/// The transformer body (`model.*` in HF checkpoints).
+#[derive(Module, Debug)]
+pub struct LlamaModel {
+    /// Token embedding.
+    pub embed_tokens: Embedding,
+    /// Decoder layers.
+    pub layers: Vec<LlamaDecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+}
+
+/// Llama with its LM head: tokens in, next-token logits out.
+#[derive(Module, Debug)]
+pub struct LlamaForCausalLm {
+    /// The transformer body.
+    pub model: LlamaModel,
+    /// Untied output projection `[hidden, vocab]`; `None` when tied to the embedding.
+    pub lm_head: Option<Linear>,
+    /// RoPE tables (not parameters).
+    pub rope: RotaryEmbedding,
+}
+
+impl LlamaForCausalLm {
+    /// Number of decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.model.layers.len()
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.model.embed_tokens.weight.shape().dims::<2>()[0]
+    }
+
+    /// A fresh, empty KV cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.num_layers())
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` for `tokens` `[batch, seq]`.
+    ///
+    /// With a cache, `tokens` continue the cached sequence (positions start at `cache.len()`)
+    /// and their keys/values are appended. Rows are right-padded: causal masking keeps the
+    /// real tokens of every row independent of the padding after them.
+    pub fn forward_hidden(
+        &self,
+        tokens: Tensor<2, Int>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let mut x = self.model.embed_tokens.forward(tokens);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let c = cache.as_deref_mut().map(|c| (c, i));
+            x = layer.forward(x, &self.rope, start, c);
+        }
+        self.model.norm.forward(x)
+    }
+
+    /// Projects hidden states to vocabulary logits.
+    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => burn::tensor::module::linear(
+                hidden,
+                self.model.embed_tokens.weight.val().transpose(),
+                None,
+            ),
+        }
+    }
+
+    /// Logits `[batch, seq, vocab]` at every position.
+    pub fn forward(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        let h = self.forward_hidden(tokens, cache);
+        self.logits(h)
+    }
+
+    /// Logits `[batch, vocab]` at the last position only (prefill and decode steps).
+    pub fn forward_last(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<2> {
+        let h = self.forward_hidden(tokens, cache);
+        let [b, t, d] = h.dims();
+        let last = h.slice([0..b, t - 1..t, 0..d]).reshape([b, d]);
+        self.logits(last)
+    }
+}

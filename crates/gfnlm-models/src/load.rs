@@ -1,0 +1,213 @@
+//! Weight loading, kept apart from the model math.
+//!
+//! [`load_llama_gguf`] reads a llama.cpp GGUF file: hyper-parameters from its metadata, weights
+//! dequantised to f32, llama.cpp's Q/K row permutation undone so the HF `rotate_half` RoPE
+//! applies, and `[out, in]` matrices transposed to burn's `[in, out]`.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use gfnlm_gguf::llama::{self, LlamaHParams};
+use gfnlm_gguf::{GgufError, GgufFile};
+
+use crate::linear::Linear;
+use crate::llama::{
+    Embedding, LlamaAttention, LlamaConfig, LlamaDecoderLayer, LlamaForCausalLm, LlamaMlp,
+    LlamaModel, RmsNorm, RotaryEmbedding,
+};
+
+/// Why a checkpoint could not be turned into a model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The GGUF container itself is unreadable (see the inner message).
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// The file describes a model this loader does not handle.
+    #[error("{path}: unsupported architecture '{arch}' (gfnlm loads 'llama' GGUF files)")]
+    Architecture {
+        /// The checkpoint.
+        path: PathBuf,
+        /// `general.architecture` as found.
+        arch: String,
+    },
+    /// The hyper-parameters are inconsistent.
+    #[error("{path}: invalid model config: {message}")]
+    Config {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tensor's shape disagrees with the hyper-parameters.
+    #[error(
+        "{path}: tensor '{tensor}' has shape {actual:?}, but the metadata implies {expected:?}"
+    )]
+    Shape {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Tensor name in the file.
+        tensor: String,
+        /// Shape implied by the config.
+        expected: Vec<usize>,
+        /// Shape found.
+        actual: Vec<usize>,
+    },
+}
+
+/// Reads the Llama hyper-parameters from a GGUF file's metadata.
+pub fn llama_config_from_gguf(gguf: &GgufFile) -> Result<LlamaConfig, LoadError> {
+    let path = || gguf.path().map(Path::to_path_buf).unwrap_or_default();
+    let arch = gguf.architecture()?;
+    if arch != "llama" {
+        return Err(LoadError::Architecture {
+            path: path(),
+            arch: arch.to_string(),
+        });
+    }
+    let hp = LlamaHParams::from_gguf(gguf)?;
+    let config = LlamaConfig {
+        vocab_size: hp.vocab_size,
+        hidden_size: hp.hidden_size,
+        intermediate_size: hp.intermediate_size,
+        num_hidden_layers: hp.num_layers,
+        num_attention_heads: hp.num_heads,
+        num_key_value_heads: hp.num_kv_heads,
+        head_dim: Some(hp.head_dim),
+        rms_norm_eps: hp.rms_norm_eps as f64,
+        rope_theta: hp.rope_theta as f64,
+        max_position_embeddings: hp.context_length,
+        tie_word_embeddings: hp.tie_word_embeddings,
+    };
+    config.validate().map_err(|message| LoadError::Config {
+        path: path(),
+        message,
+    })?;
+    Ok(config)
+}
+
+/// Opens a GGUF file and builds the Llama model on `device`.
+pub fn load_llama_gguf(
+    path: impl AsRef<Path>,
+    device: &Device,
+) -> Result<(LlamaForCausalLm, LlamaConfig), LoadError> {
+    let gguf = GgufFile::open(path.as_ref())?;
+    load_llama_from_gguf(&gguf, device)
+}
+
+/// Builds the Llama model on `device` from an opened GGUF file.
+pub fn load_llama_from_gguf(
+    gguf: &GgufFile,
+    device: &Device,
+) -> Result<(LlamaForCausalLm, LlamaConfig), LoadError> {
+    let config = llama_config_from_gguf(gguf)?;
+    let hp = LlamaHParams::from_gguf(gguf)?;
+    let model = GgufWeights {
+        gguf,
+        hp: &hp,
+        config: &config,
+        device,
+    }
+    .build()?;
+    Ok((model, config))
+}
+
+struct GgufWeights<'a> {
+    gguf: &'a GgufFile,
+    hp: &'a LlamaHParams,
+    config: &'a LlamaConfig,
+    device: &'a Device,
+}
+
+impl GgufWeights<'_> {
+    /// Dequantised tensor, checked against the expected row-major shape.
+    /// (Q/K rows are un-permuted to the HF order on the way.)
+    fn read(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, LoadError> {
+        let actual = self.gguf.tensor_info(name)?.shape();
+        if actual != expected {
+            return Err(LoadError::Shape {
+                path: self.gguf.path().map(Path::to_path_buf).unwrap_or_default(),
+                tensor: name.to_string(),
+                expected: expected.to_vec(),
+                actual,
+            });
+        }
+        Ok(llama::load_hf_layout(self.gguf, self.hp, name)?.data)
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Tensor<1>, LoadError> {
+        let data = self.read(name, &[len])?;
+        Ok(Tensor::from_data(TensorData::new(data, [len]), self.device))
+    }
+
+    /// An `[out, in]` matrix from the file as a burn `[in, out]` projection.
+    fn linear(&self, name: &str, out: usize, inp: usize) -> Result<Linear, LoadError> {
+        let w = self.read(name, &[out, inp])?;
+        let t = transpose(&w, out, inp);
+        Ok(Linear::new(
+            Tensor::from_data(TensorData::new(t, [inp, out]), self.device),
+            None,
+        ))
+    }
+
+    fn build(&self) -> Result<LlamaForCausalLm, LoadError> {
+        let c = self.config;
+        let (d, hd) = (c.hidden_size, c.head_dim());
+        let (h, kvh) = (c.num_attention_heads, c.num_key_value_heads);
+        let eps = c.rms_norm_eps;
+        let embed = self.read("token_embd.weight", &[c.vocab_size, d])?;
+        let embed_tokens = Embedding {
+            weight: burn::module::Param::from_tensor(Tensor::from_data(
+                TensorData::new(embed, [c.vocab_size, d]),
+                self.device,
+            )),
+        };
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(LlamaDecoderLayer {
+                self_attn: LlamaAttention {
+                    q_proj: self.linear(&n("attn_q"), h * hd, d)?,
+                    k_proj: self.linear(&n("attn_k"), kvh * hd, d)?,
+                    v_proj: self.linear(&n("attn_v"), kvh * hd, d)?,
+                    o_proj: self.linear(&n("attn_output"), d, h * hd)?,
+                    num_heads: h,
+                    num_kv_heads: kvh,
+                    head_dim: hd,
+                },
+                mlp: LlamaMlp {
+                    gate_proj: self.linear(&n("ffn_gate"), c.intermediate_size, d)?,
+                    up_proj: self.linear(&n("ffn_up"), c.intermediate_size, d)?,
+                    down_proj: self.linear(&n("ffn_down"), d, c.intermediate_size)?,
+                },
+                input_layernorm: RmsNorm::new(self.vector(&n("attn_norm"), d)?, eps),
+                post_attention_layernorm: RmsNorm::new(self.vector(&n("ffn_norm"), d)?, eps),
+            });
+        }
+        let norm = RmsNorm::new(self.vector("output_norm.weight", d)?, eps);
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(self.linear("output.weight", c.vocab_size, d)?)
+        };
+        Ok(LlamaForCausalLm {
+            model: LlamaModel {
+                embed_tokens,
+                layers,
+                norm,
+            },
+            lm_head,
+            rope: RotaryEmbedding::new(hd, c.rope_theta),
+        })
+    }
+}
+
+/// Row-major `[rows, cols]` → `[cols, rows]`.
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = w[r * cols + c];
+        }
+    }
+    out
+}
