@@ -2,7 +2,7 @@
 
 use crate::ObjectiveError;
 use crate::batch::TrajectoryBatch;
-use crate::losses::trajectory_log_probs;
+use crate::losses::{readback, trajectory_log_probs};
 
 /// What to log per batch to see whether the policy is converging.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,13 +25,10 @@ pub struct Diagnostics {
 /// Errors: a non-finite entry among those read.
 pub fn diagnostics(batch: &TrajectoryBatch) -> Result<Diagnostics, ObjectiveError> {
     let (log_q, log_r) = trajectory_log_probs(batch)?;
-    let to_host = |t: burn::tensor::Tensor<1>| -> Vec<f64> {
-        t.detach()
-            .try_into_vec_as::<f64>()
-            .expect("converted data is f64")
-    };
-    let log_q = to_host(log_q);
-    let log_r = to_host(log_r);
+    let to_host =
+        |t: burn::tensor::Tensor<1>| t.detach().try_into_vec_as::<f64>().map_err(readback);
+    let log_q = to_host(log_q)?;
+    let log_r = to_host(log_r)?;
     let n = log_q.len() as f64;
     let ratios: Vec<f64> = log_r.iter().zip(&log_q).map(|(r, q)| r - q).collect();
     let mean = ratios.iter().sum::<f64>() / n;

@@ -81,4 +81,7 @@ pub enum ObjectiveError {
         /// Number of step columns T.
         steps: usize,
     },
+    /// Reading a tensor back from the device failed.
+    #[error("reading a tensor back from the device failed: {0}")]
+    Readback(String),
 }

@@ -22,6 +22,10 @@ pub(crate) struct Sanitized {
     pub r: Tensor<2>,
 }
 
+pub(crate) fn readback(e: impl std::fmt::Display) -> ObjectiveError {
+    ObjectiveError::Readback(e.to_string())
+}
+
 fn sanitize_one(
     input: &'static str,
     x: &Tensor<2>,
@@ -38,9 +42,10 @@ fn sanitize_one(
         .bool_not()
         .bool_and(valid_t)
         .any()
-        .into_scalar::<bool>();
+        .try_into_scalar::<bool>()
+        .map_err(readback)?;
     if bad {
-        let values = x.try_to_vec_as::<f32>().expect("converted data is f32");
+        let values = x.try_to_vec_as::<f32>().map_err(readback)?;
         let idx = values
             .iter()
             .zip(&valid)
@@ -227,9 +232,10 @@ pub fn trajectory_balance(
         .detach()
         .is_finite()
         .all()
-        .into_scalar::<bool>();
+        .try_into_scalar::<bool>()
+        .map_err(readback)?;
     if !z_finite {
-        let values = log_z.try_to_vec_as::<f32>().expect("f32 data");
+        let values = log_z.try_to_vec_as::<f32>().map_err(readback)?;
         let idx = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
         return Err(ObjectiveError::NonFinite {
             input: "log_z",
