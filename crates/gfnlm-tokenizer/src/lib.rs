@@ -4,6 +4,16 @@
 //! rebuilt from the tokenizer metadata of a GGUF file ([`Tokenizer::from_gguf`], byte-level BPE
 //! only). Encoding never adds a BOS token unless it is asked for, and decoding keeps special
 //! tokens.
+//!
+//! ```no_run
+//! use gfnlm_tokenizer::Tokenizer;
+//! let gguf = gfnlm_gguf::GgufFile::open("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+//! let tok = Tokenizer::from_gguf(&gguf)?;
+//! let ids = tok.encode("The capital of France is", false)?; // [504, 3575, 282, 4649, 314]
+//! assert_eq!(tok.decode(&ids)?, "The capital of France is");
+//! assert_eq!((tok.bos_id(), tok.eos_id()), (Some(1), Some(2)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::path::{Path, PathBuf};
 

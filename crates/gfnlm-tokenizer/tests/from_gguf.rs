@@ -56,7 +56,8 @@ fn gguf_build_time() {
     assert!(elapsed.as_secs_f64() < 5.0, "from_gguf took {elapsed:?}");
 }
 
-/// A tiny byte-level BPE vocabulary: "<|end|>" (control), bytes "a", "b", "Ġ", and merges.
+/// A tiny byte-level BPE vocabulary: "<|end|>" (control), bytes "a", "b", "Ġ", two merges and
+/// the user-defined (raw text) token "hi there".
 fn tiny_writer(skip: &[&str]) -> GgufWriter {
     let strings = |xs: &[&str]| {
         MetadataValue::Array(
@@ -68,13 +69,13 @@ fn tiny_writer(skip: &[&str]) -> GgufWriter {
         (keys::PRE, "default".into()),
         (
             keys::TOKENS,
-            strings(&["<|end|>", "a", "b", "Ġ", "ab", "Ġab"]),
+            strings(&["<|end|>", "a", "b", "Ġ", "ab", "Ġab", "hi there"]),
         ),
         (keys::MERGES, strings(&["a b", "Ġ ab"])),
         (
             keys::TOKEN_TYPE,
             MetadataValue::Array(
-                MetadataArray::new([3, 1, 1, 1, 1, 1].map(MetadataValue::I32).to_vec()).unwrap(),
+                MetadataArray::new([3, 1, 1, 1, 1, 1, 4].map(MetadataValue::I32).to_vec()).unwrap(),
             ),
         ),
         (keys::EOS_ID, MetadataValue::U32(0)),
@@ -101,14 +102,38 @@ fn build(w: &GgufWriter) -> (tempfile::TempDir, Result<Tokenizer, TokenizerError
 fn tiny_gguf_builds_and_encodes() {
     let (_dir, tok) = build(&tiny_writer(&[]));
     let tok = tok.unwrap();
-    assert_eq!(tok.vocab_size(), 6);
+    assert_eq!(tok.vocab_size(), 7);
     assert_eq!(
         tok.encode("ab ab<|end|>ba", false).unwrap(),
         [4, 5, 0, 2, 1]
     );
     assert_eq!(tok.decode(&[4, 5, 0, 2, 1]).unwrap(), "ab ab<|end|>ba");
+    // The user-defined token matches the raw text, is not special, and decodes back.
+    assert_eq!(tok.encode("ahi there b", false).unwrap(), [1, 6, 3, 2]);
+    assert_eq!(tok.decode(&[1, 6, 3, 2]).unwrap(), "ahi there b");
+    let added = tok.inner().get_added_tokens_decoder();
+    assert_eq!(added.len(), 2);
+    assert!(added[&0].special && !added[&6].special);
     assert_eq!((tok.bos_id(), tok.eos_id()), (None, Some(0)));
     assert!(tok.source().ends_with("tiny.gguf"));
+}
+
+#[test]
+fn in_memory_gguf_is_named_in_errors() {
+    let gguf = GgufFile::from_bytes(tiny_writer(&[keys::MERGES]).to_bytes()).unwrap();
+    let msg = Tokenizer::from_gguf(&gguf).unwrap_err().to_string();
+    assert!(
+        msg.contains("<in-memory GGUF>") && msg.contains(keys::MERGES),
+        "{msg}"
+    );
+    let gguf = GgufFile::from_bytes(tiny_writer(&[]).to_bytes()).unwrap();
+    let tok = Tokenizer::from_gguf(&gguf).unwrap();
+    assert!(
+        tok.encode("ab", true)
+            .unwrap_err()
+            .to_string()
+            .contains("<in-memory GGUF>")
+    );
 }
 
 #[test]
@@ -153,7 +178,7 @@ fn unsupported_or_malformed_metadata_is_rejected() {
     assert!(err.to_string().contains(keys::TOKENS), "{err}");
 
     let mut w = tiny_writer(&[keys::EOS_ID]);
-    w.add_metadata(keys::EOS_ID, MetadataValue::U32(6)).unwrap();
+    w.add_metadata(keys::EOS_ID, MetadataValue::U32(7)).unwrap();
     let (_dir, res) = build(&w);
     let msg = res.unwrap_err().to_string();
     assert!(
