@@ -32,7 +32,19 @@ impl Linear {
     }
 
     /// Applies the projection to the last dimension of `x`.
+    ///
+    /// Leading dimensions are flattened so the product is one `[rows, d_in] × [d_in, d_out]`
+    /// matrix multiply (a batched product of `[1, d_in]` rows re-reads the weight per row).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        let dims = x.dims();
+        let rows: usize = dims[..D - 1].iter().product();
+        let x2: Tensor<2> = x.reshape([rows, dims[D - 1]]);
+        let mut y = x2.matmul(self.weight.val());
+        if let Some(b) = &self.bias {
+            y = y + b.val().unsqueeze::<2>();
+        }
+        let mut out = dims;
+        out[D - 1] = self.d_out();
+        y.reshape(out)
     }
 }

@@ -195,7 +195,8 @@ pub struct LlamaDecoderLayer {
 }
 
 impl LlamaDecoderLayer {
-    fn forward(
+    /// Applies the block to `x` `[batch, seq, hidden]` at positions `start..start+seq`.
+    pub fn forward(
         &self,
         x: Tensor<3>,
         rope: &RotaryEmbedding,
@@ -274,11 +275,18 @@ impl LlamaForCausalLm {
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => burn::tensor::module::linear(
-                hidden,
-                self.model.embed_tokens.weight.val().transpose(),
-                None,
-            ),
+            // Tied head: logitsᵀ = E · hᵀ keeps the [vocab, hidden] table in its stored layout.
+            None => {
+                let dims = hidden.dims();
+                let rows: usize = dims[..D - 1].iter().product();
+                let h2: Tensor<2> = hidden.reshape([rows, dims[D - 1]]);
+                let embed = self.model.embed_tokens.weight.val();
+                let vocab = embed.dims()[0];
+                let logits = embed.matmul(h2.transpose()).transpose();
+                let mut out = dims;
+                out[D - 1] = vocab;
+                logits.reshape(out)
+            }
         }
     }
 
