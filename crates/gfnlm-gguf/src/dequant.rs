@@ -3,6 +3,7 @@
 //! Every routine reproduces gguf-py's `quants.py` (and ggml's `dequantize_row_*`)
 //! operation by operation in f32, so results are bit-identical to those references.
 
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -74,7 +75,7 @@ fn dequantize_serial(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         GgmlType::F32 => {
             blocks.for_each(|(s, d)| d[0] = f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
         }
-        GgmlType::F16 => blocks.for_each(|(s, d)| d[0] = f16_at(s, 0)),
+        GgmlType::F16 => f16_slice(src, dst),
         GgmlType::BF16 => {
             blocks.for_each(|(s, d)| d[0] = bf16::from_le_bytes([s[0], s[1]]).to_f32())
         }
@@ -93,6 +94,18 @@ fn dequantize_serial(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         GgmlType::Q6_K => blocks.for_each(|(s, d)| q6_k(s, d)),
         GgmlType::Q8_K => blocks.for_each(|(s, d)| q8_k(s, d)),
         other => unreachable!("{other} is not dequantisable (checked by caller)"),
+    }
+}
+
+/// F16 in runs of 64 through `half`'s slice conversion (F16C instructions where available).
+fn f16_slice(src: &[u8], dst: &mut [f32]) {
+    const RUN: usize = 64;
+    let mut tmp = [f16::ZERO; RUN];
+    for (s, d) in src.chunks(2 * RUN).zip(dst.chunks_mut(RUN)) {
+        for (t, b) in tmp.iter_mut().zip(s.chunks_exact(2)) {
+            *t = f16::from_le_bytes([b[0], b[1]]);
+        }
+        tmp[..d.len()].convert_to_f32_slice(d);
     }
 }
 
@@ -243,16 +256,30 @@ fn q5_k(b: &[u8], y: &mut [f32]) {
 }
 
 fn q6_k(b: &[u8], y: &mut [f32]) {
-    let ql = &b[0..128];
-    let qh = &b[128..192];
-    let scales = &b[192..208];
     let d = f16_at(b, 208);
-    for (i, yi) in y.iter_mut().enumerate().take(QK_K) {
-        let (half, r) = (i / 128, i % 128);
-        let low = (ql[half * 64 + r % 64] >> (4 * (r / 64))) & 0x0F;
-        let high = (qh[half * 32 + r % 32] >> (2 * (r / 32))) & 3;
-        let q = (low | (high << 4)) as i32 - 32;
-        *yi = (d * scales[i / 16] as i8 as f32) * q as f32;
+    let mut dl = [0.0f32; 16];
+    for (o, &sc) in dl.iter_mut().zip(&b[192..208]) {
+        *o = d * sc as i8 as f32;
+    }
+    for half in 0..2 {
+        let ql = &b[half * 64..half * 64 + 64];
+        let qh = &b[128 + half * 32..128 + half * 32 + 32];
+        let (y, dl) = (
+            &mut y[half * 128..half * 128 + 128],
+            &dl[half * 8..half * 8 + 8],
+        );
+        for l in 0..32 {
+            let is = l / 16;
+            let h = qh[l];
+            let q1 = ((ql[l] & 0x0F) | ((h & 3) << 4)) as i32 - 32;
+            let q2 = ((ql[l + 32] & 0x0F) | (((h >> 2) & 3) << 4)) as i32 - 32;
+            let q3 = ((ql[l] >> 4) | (((h >> 4) & 3) << 4)) as i32 - 32;
+            let q4 = ((ql[l + 32] >> 4) | (((h >> 6) & 3) << 4)) as i32 - 32;
+            y[l] = dl[is] * q1 as f32;
+            y[l + 32] = dl[is + 2] * q2 as f32;
+            y[l + 64] = dl[is + 4] * q3 as f32;
+            y[l + 96] = dl[is + 6] * q4 as f32;
+        }
     }
 }
 
