@@ -75,6 +75,9 @@ pub enum GgufErrorKind {
         /// Its storage type.
         ty: GgmlType,
     },
+    /// [`crate::quantize`] was asked for a format it does not produce.
+    #[error("cannot quantise to {0}: only F32, F16, BF16, Q8_0, Q4_0 and Q4_1 are produced")]
+    UnsupportedQuantizeTarget(GgmlType),
     /// A buffer has the wrong length for the requested conversion.
     #[error("size mismatch: {0}")]
     SizeMismatch(String),

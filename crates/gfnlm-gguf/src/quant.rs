@@ -37,13 +37,7 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
         GgmlType::Q8_0 => values.chunks_exact(32).for_each(|b| q8_0(b, &mut out)),
         GgmlType::Q4_0 => values.chunks_exact(32).for_each(|b| q4_0(b, &mut out)),
         GgmlType::Q4_1 => values.chunks_exact(32).for_each(|b| q4_1(b, &mut out)),
-        _ => {
-            return Err(GgufErrorKind::UnsupportedType {
-                name: format!("<quantize to {ty}: only F32/F16/BF16/Q8_0/Q4_0/Q4_1 are offered>"),
-                ty,
-            }
-            .into());
-        }
+        _ => return Err(GgufErrorKind::UnsupportedQuantizeTarget(ty).into()),
     }
     Ok(out)
 }
@@ -134,6 +128,7 @@ mod tests {
     #[test]
     fn rejects_partial_blocks_and_unsupported_targets() {
         assert!(quantize(GgmlType::Q8_0, &[0.0; 31]).is_err());
-        assert!(quantize(GgmlType::Q4_K, &[0.0; 256]).is_err());
+        let e = quantize(GgmlType::Q4_K, &[0.0; 256]).unwrap_err();
+        assert!(e.to_string().contains("cannot quantise to Q4_K"), "{e}");
     }
 }
