@@ -4,13 +4,18 @@
 //! backend is named here. Weight loading ([`load`]) is kept apart from the math ([`llama`]).
 
 pub mod cache;
+pub mod causal_lm;
 pub mod device;
 pub mod generate;
+pub mod gpt2;
+pub mod gptj;
+pub mod hf;
 pub mod linear;
 pub mod llama;
 pub mod load;
 
 pub use cache::KvCache;
+pub use causal_lm::{CausalLm, CausalLmConfig};
 pub use device::{compiled_backends, parse_device};
 pub use linear::Linear;
 pub use llama::{LlamaConfig, LlamaForCausalLm};

@@ -1,0 +1,166 @@
+//! One interface over the implemented architectures, for the sampler and the trainer.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::cache::KvCache;
+use crate::gpt2::{Gpt2Config, Gpt2LmHeadModel};
+use crate::gptj::{GptJConfig, GptJForCausalLm};
+use crate::hf::{self, Architecture, HfError};
+use crate::llama::{LlamaConfig, LlamaForCausalLm};
+
+/// A causal LM of any implemented family: tokens `[batch, seq]` in, logits out.
+///
+/// All variants share [`KvCache`] (keys/values `[batch, heads, seq, head_dim]`; new tokens sit
+/// at positions `cache.len()..`), right-padding semantics and the logits layout.
+#[derive(Module, Debug)]
+pub enum CausalLm {
+    /// Llama family (SmolLM2, Llama 2/3, …).
+    Llama(LlamaForCausalLm),
+    /// GPT-2.
+    Gpt2(Gpt2LmHeadModel),
+    /// GPT-J.
+    GptJ(GptJForCausalLm),
+}
+
+/// The hyper-parameters of a [`CausalLm`], per family.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CausalLmConfig {
+    /// Llama family.
+    Llama(LlamaConfig),
+    /// GPT-2.
+    Gpt2(Gpt2Config),
+    /// GPT-J.
+    GptJ(GptJConfig),
+}
+
+impl CausalLmConfig {
+    /// The family.
+    pub fn architecture(&self) -> Architecture {
+        match self {
+            Self::Llama(_) => Architecture::Llama,
+            Self::Gpt2(_) => Architecture::Gpt2,
+            Self::GptJ(_) => Architecture::GptJ,
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.vocab_size,
+            Self::Gpt2(c) => c.vocab_size,
+            Self::GptJ(c) => c.vocab_size,
+        }
+    }
+
+    /// Longest context the model was trained for.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.max_position_embeddings,
+            Self::Gpt2(c) => c.n_positions,
+            Self::GptJ(c) => c.n_positions,
+        }
+    }
+}
+
+impl From<LlamaForCausalLm> for CausalLm {
+    fn from(m: LlamaForCausalLm) -> Self {
+        Self::Llama(m)
+    }
+}
+
+impl From<Gpt2LmHeadModel> for CausalLm {
+    fn from(m: Gpt2LmHeadModel) -> Self {
+        Self::Gpt2(m)
+    }
+}
+
+impl From<GptJForCausalLm> for CausalLm {
+    fn from(m: GptJForCausalLm) -> Self {
+        Self::GptJ(m)
+    }
+}
+
+impl CausalLm {
+    /// Loads a model from a GGUF file (Llama) or a Hugging Face folder (architecture from its
+    /// `config.json`).
+    pub fn load(path: &Path, device: &Device) -> Result<(Self, CausalLmConfig), HfError> {
+        if path.is_dir() {
+            hf::load_dir(path, device)
+        } else {
+            let (m, c) = crate::load::load_llama_gguf(path, device)?;
+            Ok((Self::Llama(m), CausalLmConfig::Llama(c)))
+        }
+    }
+
+    /// The family.
+    pub fn architecture(&self) -> Architecture {
+        match self {
+            Self::Llama(_) => Architecture::Llama,
+            Self::Gpt2(_) => Architecture::Gpt2,
+            Self::GptJ(_) => Architecture::GptJ,
+        }
+    }
+
+    /// Number of layers (entries of the KV cache).
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.num_layers(),
+            Self::Gpt2(m) => m.num_layers(),
+            Self::GptJ(m) => m.num_layers(),
+        }
+    }
+
+    /// Vocabulary size (width of the logits).
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.vocab_size(),
+            Self::Gpt2(m) => m.vocab_size(),
+            Self::GptJ(m) => m.vocab_size(),
+        }
+    }
+
+    /// A fresh, empty KV cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.num_layers())
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` (after the last norm).
+    pub fn forward_hidden(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        match self {
+            Self::Llama(m) => m.forward_hidden(tokens, cache),
+            Self::Gpt2(m) => m.forward_hidden(tokens, cache),
+            Self::GptJ(m) => m.forward_hidden(tokens, cache),
+        }
+    }
+
+    /// Projects hidden states to vocabulary logits.
+    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Llama(m) => m.logits(hidden),
+            Self::Gpt2(m) => m.logits(hidden),
+            Self::GptJ(m) => m.logits(hidden),
+        }
+    }
+
+    /// Logits `[batch, seq, vocab]` at every position. With a cache, `tokens` continue the
+    /// cached sequence and their keys/values are appended.
+    pub fn forward(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        match self {
+            Self::Llama(m) => m.forward(tokens, cache),
+            Self::Gpt2(m) => m.forward(tokens, cache),
+            Self::GptJ(m) => m.forward(tokens, cache),
+        }
+    }
+
+    /// Logits `[batch, vocab]` at the last position only (prefill and decode steps).
+    pub fn forward_last(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<2> {
+        match self {
+            Self::Llama(m) => m.forward_last(tokens, cache),
+            Self::Gpt2(m) => m.forward_last(tokens, cache),
+            Self::GptJ(m) => m.forward_last(tokens, cache),
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! GPT-2 (`GPT2LMHeadModel`): learned absolute positions, pre-LayerNorm blocks, fused QKV.
+//!
+//! The module tree mirrors Hugging Face's checkpoint names: `transformer.wte`,
+//! `transformer.wpe`, `transformer.h.N.{ln_1, attn.{c_attn, c_proj}, ln_2, mlp.{c_fc, c_proj}}`,
+//! `transformer.ln_f`; the LM head is tied to `wte`. GPT-2's `Conv1D` weights are stored
+//! `[in, out]` already, which is burn's [`Linear`] layout.
+
+use burn::module::{Module, Param};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::KvCache;
+use crate::linear::Linear;
+use crate::llama::Embedding;
+
+/// The activations HF's GPT-2/GPT-J configs name and gfnlm implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Activation {
+    /// `gelu_new` / `gelu_pytorch_tanh`: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    #[default]
+    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    GeluNew,
+    /// `gelu`: the exact erf form.
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// `relu`.
+    #[serde(rename = "relu")]
+    Relu,
+}
+
+impl Activation {
+    /// Applies the activation element-wise.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::GeluNew => gelu_new(x),
+            Self::Gelu => burn::tensor::activation::gelu(x),
+            Self::Relu => burn::tensor::activation::relu(x),
+        }
+    }
+}
+
+/// `gelu_new(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, the tanh approximation.
+pub fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar(c);
+    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
+}
+
+/// LayerNorm over the last dimension: `(x − mean) / √(var + eps) · weight + bias` (biased var).
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// Per-channel gain.
+    pub weight: Param<Tensor<1>>,
+    /// Per-channel shift.
+    pub bias: Param<Tensor<1>>,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// A norm with the given gain, shift and epsilon.
+    pub fn new(weight: Tensor<1>, bias: Tensor<1>, eps: f64) -> Self {
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: Param::from_tensor(bias),
+            eps,
+        }
+    }
+
+    /// Normalises the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mean = x.clone().mean_dim(D - 1);
+        let centered = x - mean;
+        let var = centered.clone().square().mean_dim(D - 1);
+        let normed = centered * var.add_scalar(self.eps).sqrt().recip();
+        normed * self.weight.val().unsqueeze() + self.bias.val().unsqueeze()
+    }
+}
+
+/// Hyper-parameters of a GPT-2 model (field names follow HF's `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpt2Config {
+    /// Vocabulary size (rows of `wte`).
+    pub vocab_size: usize,
+    /// Number of learned positions (rows of `wpe`); the longest sequence the model can read.
+    pub n_positions: usize,
+    /// Width of the residual stream.
+    pub n_embd: usize,
+    /// Number of blocks.
+    pub n_layer: usize,
+    /// Number of attention heads.
+    pub n_head: usize,
+    /// MLP width; `4·n_embd` when absent.
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    /// MLP activation.
+    #[serde(default)]
+    pub activation_function: Activation,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    /// Scale attention scores by `1/√head_dim`.
+    #[serde(default = "yes")]
+    pub scale_attn_weights: bool,
+    /// Further divide the scores of block `i` by `i + 1`.
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Whether the LM head reuses `wte` (GPT-2 checkpoints always do).
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Gpt2Config {
+    /// MLP width.
+    pub fn inner_dim(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Checks internal consistency; the message names the offending fields.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+        ] {
+            if v == 0 {
+                problems.push(format!("{name} must be > 0"));
+            }
+        }
+        if self.n_head > 0 && !self.n_embd.is_multiple_of(self.n_head) {
+            problems.push(format!(
+                "n_embd ({}) is not a multiple of n_head ({})",
+                self.n_embd, self.n_head
+            ));
+        }
+        if !self.tie_word_embeddings {
+            problems.push("tie_word_embeddings = false is not supported for GPT-2".into());
+        }
+        if self.layer_norm_epsilon <= 0.0 {
+            problems.push("layer_norm_epsilon must be positive".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// A model with random weights (N(0, 0.1²) matrices and biases, norms near 1): for tests.
+    pub fn init_random(&self, device: &Device) -> Gpt2LmHeadModel {
+        use burn::tensor::Distribution;
+        let normal =
+            |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.1), device);
+        let vec =
+            |n: usize, mean: f64| Tensor::<1>::random([n], Distribution::Normal(mean, 0.1), device);
+        let linear = |i: usize, o: usize| Linear::new(normal([i, o]), Some(vec(o, 0.0)));
+        let d = self.n_embd;
+        let ln = || LayerNorm::new(vec(d, 1.0), vec(d, 0.0), self.layer_norm_epsilon);
+        let h = (0..self.n_layer)
+            .map(|i| Gpt2Block {
+                ln_1: ln(),
+                attn: Gpt2Attention {
+                    c_attn: linear(d, 3 * d),
+                    c_proj: linear(d, d),
+                    num_heads: self.n_head,
+                    scale: self.attention_scale(i),
+                },
+                ln_2: ln(),
+                mlp: Gpt2Mlp {
+                    c_fc: linear(d, self.inner_dim()),
+                    c_proj: linear(self.inner_dim(), d),
+                    act: self.activation_function,
+                },
+            })
+            .collect();
+        Gpt2LmHeadModel {
+            transformer: Gpt2Model {
+                wte: Embedding {
+                    weight: Param::from_tensor(normal([self.vocab_size, d])),
+                },
+                wpe: Embedding {
+                    weight: Param::from_tensor(normal([self.n_positions, d])),
+                },
+                h,
+                ln_f: ln(),
+            },
+        }
+    }
+
+    /// Score scale of block `layer`.
+    pub fn attention_scale(&self, layer: usize) -> f64 {
+        let mut s = if self.scale_attn_weights {
+            1.0 / (self.head_dim() as f64).sqrt()
+        } else {
+            1.0
+        };
+        if self.scale_attn_by_inverse_layer_idx {
+            s /= (layer + 1) as f64;
+        }
+        s
+    }
+}
+
+/// Causal self-attention with a fused QKV projection.
+#[derive(Module, Debug)]
+pub struct Gpt2Attention {
+    /// Fused projection `[n_embd, 3·n_embd]`: q, k, v in consecutive column blocks.
+    pub c_attn: Linear,
+    /// Output projection `[n_embd, n_embd]`.
+    pub c_proj: Linear,
+    /// Number of heads.
+    pub num_heads: usize,
+    /// Score scale (`1/√head_dim`, possibly divided by the layer index).
+    pub scale: f64,
+}
+
+impl Gpt2Attention {
+    /// `x` `[batch, seq, n_embd]`; with a cache, keys/values are appended to layer `layer`.
+    pub fn forward(&self, x: Tensor<3>, cache: Option<(&mut KvCache, usize)>) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let h = self.num_heads;
+        let hd = d / h;
+        let qkv = self.c_attn.forward(x);
+        let split = |i: usize| {
+            qkv.clone()
+                .slice([0..b, 0..t, i * d..(i + 1) * d])
+                .reshape([b, t, h, hd])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (split(0), split(1), split(2));
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, k, v),
+            None => (k, v),
+        };
+        let options = AttentionModuleOptions {
+            scale: Some(self.scale),
+            softcap: None,
+            is_causal: true,
+        };
+        let out = attention(q, k, v, None, None, options);
+        self.c_proj.forward(out.swap_dims(1, 2).reshape([b, t, d]))
+    }
+}
+
+/// Feed-forward block `c_proj(act(c_fc(x)))`.
+#[derive(Module, Debug)]
+pub struct Gpt2Mlp {
+    /// Up projection `[n_embd, n_inner]`.
+    pub c_fc: Linear,
+    /// Down projection `[n_inner, n_embd]`.
+    pub c_proj: Linear,
+    /// Activation between them.
+    #[module(skip)]
+    pub act: Activation,
+}
+
+impl Gpt2Mlp {
+    /// Applies the block to `[batch, seq, n_embd]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.c_proj.forward(self.act.forward(self.c_fc.forward(x)))
+    }
+}
+
+/// One pre-LayerNorm block: `x + attn(ln_1 x)`, then `x + mlp(ln_2 x)`.
+#[derive(Module, Debug)]
+pub struct Gpt2Block {
+    /// Norm before attention.
+    pub ln_1: LayerNorm,
+    /// Self-attention.
+    pub attn: Gpt2Attention,
+    /// Norm before the MLP.
+    pub ln_2: LayerNorm,
+    /// Feed-forward block.
+    pub mlp: Gpt2Mlp,
+}
+
+impl Gpt2Block {
+    /// Applies the block to `[batch, seq, n_embd]`.
+    pub fn forward(&self, x: Tensor<3>, cache: Option<(&mut KvCache, usize)>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+/// The transformer body (`transformer.*` in HF checkpoints).
+#[derive(Module, Debug)]
+pub struct Gpt2Model {
+    /// Token embedding `[vocab, n_embd]`.
+    pub wte: Embedding,
+    /// Position embedding `[n_positions, n_embd]`.
+    pub wpe: Embedding,
+    /// Blocks.
+    pub h: Vec<Gpt2Block>,
+    /// Final norm.
+    pub ln_f: LayerNorm,
+}
+
+/// GPT-2 with its (tied) LM head: tokens in, next-token logits out.
+#[derive(Module, Debug)]
+pub struct Gpt2LmHeadModel {
+    /// The transformer body.
+    pub transformer: Gpt2Model,
+}
+
+impl Gpt2LmHeadModel {
+    /// Number of blocks.
+    pub fn num_layers(&self) -> usize {
+        self.transformer.h.len()
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.transformer.wte.weight.shape().dims::<2>()[0]
+    }
+
+    /// Longest sequence (prompt plus continuation) the position table covers.
+    pub fn max_positions(&self) -> usize {
+        self.transformer.wpe.weight.shape().dims::<2>()[0]
+    }
+
+    /// A fresh, empty KV cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.num_layers())
+    }
+
+    /// Final hidden states `[batch, seq, n_embd]` for `tokens` `[batch, seq]`; positions start
+    /// at `cache.len()`.
+    ///
+    /// # Panics
+    /// If the sequence runs past the `n_positions` learned positions.
+    pub fn forward_hidden(
+        &self,
+        tokens: Tensor<2, Int>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let [b, t] = tokens.dims();
+        let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        assert!(
+            start + t <= self.max_positions(),
+            "GPT-2 reads at most n_positions = {} tokens, asked for positions {start}..{}",
+            self.max_positions(),
+            start + t
+        );
+        let device = tokens.device();
+        let positions = Tensor::<1, Int>::arange(start as i64..(start + t) as i64, &device)
+            .reshape([1, t])
+            .expand([b, t]);
+        let mut x = self.transformer.wte.forward(tokens) + self.transformer.wpe.forward(positions);
+        for (i, block) in self.transformer.h.iter().enumerate() {
+            let c = cache.as_deref_mut().map(|c| (c, i));
+            x = block.forward(x, c);
+        }
+        self.transformer.ln_f.forward(x)
+    }
+
+    /// Projects hidden states to vocabulary logits with the tied head `h · wteᵀ`.
+    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        tied_logits(self.transformer.wte.weight.val(), hidden)
+    }
+
+    /// Logits `[batch, seq, vocab]` at every position.
+    pub fn forward(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.logits(self.forward_hidden(tokens, cache))
+    }
+
+    /// Logits `[batch, vocab]` at the last position only.
+    pub fn forward_last(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<2> {
+        self.logits(last_position(self.forward_hidden(tokens, cache)))
+    }
+}
+
+/// `[batch, seq, d]` → `[batch, d]` at the last position.
+pub(crate) fn last_position(h: Tensor<3>) -> Tensor<2> {
+    let [b, t, d] = h.dims();
+    h.slice([0..b, t - 1..t, 0..d]).reshape([b, d])
+}
+
+/// Tied head: `logitsᵀ = E · hᵀ`, keeping the `[vocab, hidden]` table in its stored layout.
+pub(crate) fn tied_logits<const D: usize>(embed: Tensor<2>, hidden: Tensor<D>) -> Tensor<D> {
+    let dims = hidden.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    let h2: Tensor<2> = hidden.reshape([rows, dims[D - 1]]);
+    let vocab = embed.dims()[0];
+    let logits = embed.matmul(h2.transpose()).transpose();
+    let mut out = dims;
+    out[D - 1] = vocab;
+    logits.reshape(out)
+}

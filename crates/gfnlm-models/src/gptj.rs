@@ -1,0 +1,361 @@
+//! GPT-J (`GPTJForCausalLM`): parallel attention + MLP on one shared LayerNorm, partial
+//! interleaved rotary positions, untied LM head with a bias.
+//!
+//! The module tree mirrors Hugging Face's checkpoint names: `transformer.wte`,
+//! `transformer.h.N.{ln_1, attn.{q,k,v,out}_proj, mlp.{fc_in, fc_out}}`, `transformer.ln_f`,
+//! `lm_head`.
+
+use burn::module::{Module, Param};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::KvCache;
+use crate::gpt2::{Activation, LayerNorm, last_position};
+use crate::linear::Linear;
+use crate::llama::{Embedding, RotaryEmbedding};
+
+/// Hyper-parameters of a GPT-J model (field names follow HF's `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GptJConfig {
+    /// Vocabulary size (rows of `wte` and of the LM head).
+    pub vocab_size: usize,
+    /// Longest context the model was trained for (rotary has no hard limit).
+    pub n_positions: usize,
+    /// Width of the residual stream.
+    pub n_embd: usize,
+    /// Number of blocks.
+    pub n_layer: usize,
+    /// Number of attention heads.
+    pub n_head: usize,
+    /// Leading channels of each head that are rotated; all of them when absent.
+    #[serde(default)]
+    pub rotary_dim: Option<usize>,
+    /// MLP width; `4·n_embd` when absent.
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    /// MLP activation.
+    #[serde(default)]
+    pub activation_function: Activation,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    /// Whether the LM head reuses `wte` (GPT-J checkpoints do not).
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+impl GptJConfig {
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Rotated channels per head.
+    pub fn rotary_dim(&self) -> usize {
+        self.rotary_dim.unwrap_or_else(|| self.head_dim())
+    }
+
+    /// MLP width.
+    pub fn inner_dim(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Checks internal consistency; the message names the offending fields.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+        ] {
+            if v == 0 {
+                problems.push(format!("{name} must be > 0"));
+            }
+        }
+        if self.n_head > 0 && !self.n_embd.is_multiple_of(self.n_head) {
+            problems.push(format!(
+                "n_embd ({}) is not a multiple of n_head ({})",
+                self.n_embd, self.n_head
+            ));
+        } else if self.n_head > 0 {
+            let rd = self.rotary_dim();
+            if rd > self.head_dim() || !rd.is_multiple_of(2) {
+                problems.push(format!(
+                    "rotary_dim ({rd}) must be even and at most the head width ({})",
+                    self.head_dim()
+                ));
+            }
+        }
+        if self.tie_word_embeddings {
+            problems.push("tie_word_embeddings = true is not supported for GPT-J".into());
+        }
+        if self.layer_norm_epsilon <= 0.0 {
+            problems.push("layer_norm_epsilon must be positive".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// A model with random weights (N(0, 0.1²) matrices and biases, norms near 1): for tests.
+    pub fn init_random(&self, device: &Device) -> GptJForCausalLm {
+        use burn::tensor::Distribution;
+        let normal =
+            |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.1), device);
+        let vec =
+            |n: usize, mean: f64| Tensor::<1>::random([n], Distribution::Normal(mean, 0.1), device);
+        let (d, inner) = (self.n_embd, self.inner_dim());
+        let ln = || LayerNorm::new(vec(d, 1.0), vec(d, 0.0), self.layer_norm_epsilon);
+        let h = (0..self.n_layer)
+            .map(|_| GptJBlock {
+                ln_1: ln(),
+                attn: GptJAttention {
+                    q_proj: Linear::new(normal([d, d]), None),
+                    k_proj: Linear::new(normal([d, d]), None),
+                    v_proj: Linear::new(normal([d, d]), None),
+                    out_proj: Linear::new(normal([d, d]), None),
+                    num_heads: self.n_head,
+                    rotary: PartialRotary::new(self.head_dim(), self.rotary_dim()),
+                },
+                mlp: GptJMlp {
+                    fc_in: Linear::new(normal([d, inner]), Some(vec(inner, 0.0))),
+                    fc_out: Linear::new(normal([inner, d]), Some(vec(d, 0.0))),
+                    act: self.activation_function,
+                },
+            })
+            .collect();
+        GptJForCausalLm {
+            transformer: GptJModel {
+                wte: Embedding {
+                    weight: Param::from_tensor(normal([self.vocab_size, d])),
+                },
+                h,
+                ln_f: ln(),
+            },
+            lm_head: Linear::new(
+                normal([d, self.vocab_size]),
+                Some(vec(self.vocab_size, 0.0)),
+            ),
+        }
+    }
+}
+
+/// GPT-J's rotary embedding: the first `rotary_dim` channels of each head are rotated in
+/// adjacent pairs `(2i, 2i+1)` (`rotate_every_two`) with `θᵢ = 10000^(−2i/rotary_dim)`; the
+/// rest pass through.
+#[derive(Module, Debug)]
+pub struct PartialRotary {
+    /// Per-head width.
+    pub head_dim: usize,
+    /// Rotated channels per head.
+    pub rotary_dim: usize,
+}
+
+impl PartialRotary {
+    /// Rotary over the first `rotary_dim` of `head_dim` channels.
+    pub fn new(head_dim: usize, rotary_dim: usize) -> Self {
+        Self {
+            head_dim,
+            rotary_dim,
+        }
+    }
+
+    /// Rotates `x` `[batch, heads, seq, head_dim]` at positions `start..start+seq`.
+    pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+        let [b, h, t, d] = x.dims();
+        let rd = self.rotary_dim;
+        if rd == 0 {
+            return x;
+        }
+        // Same f32 tables as HF: inv_freq over rotary_dim, angle = position · inv_freq.
+        let (cos, sin) = RotaryEmbedding::new(rd, 10_000.0).tables(start, t, &x.device());
+        let cos: Tensor<5> = cos.reshape([1, 1, t, rd / 2, 1]);
+        let sin: Tensor<5> = sin.reshape([1, 1, t, rd / 2, 1]);
+        let rot: Tensor<5> =
+            x.clone()
+                .slice([0..b, 0..h, 0..t, 0..rd])
+                .reshape([b, h, t, rd / 2, 2]);
+        let even = rot.clone().slice([0..b, 0..h, 0..t, 0..rd / 2, 0..1]);
+        let odd = rot.slice([0..b, 0..h, 0..t, 0..rd / 2, 1..2]);
+        let y_even = even.clone() * cos.clone() - odd.clone() * sin.clone();
+        let y_odd = odd * cos + even * sin;
+        let rotated: Tensor<4> = Tensor::cat(vec![y_even, y_odd], 4).reshape([b, h, t, rd]);
+        if rd == d {
+            rotated
+        } else {
+            let pass = x.slice([0..b, 0..h, 0..t, rd..d]);
+            Tensor::cat(vec![rotated, pass], 3)
+        }
+    }
+}
+
+/// Causal self-attention with partial rotary on q and k; no biases.
+#[derive(Module, Debug)]
+pub struct GptJAttention {
+    /// Query projection `[n_embd, n_embd]`.
+    pub q_proj: Linear,
+    /// Key projection `[n_embd, n_embd]`.
+    pub k_proj: Linear,
+    /// Value projection `[n_embd, n_embd]`.
+    pub v_proj: Linear,
+    /// Output projection `[n_embd, n_embd]`.
+    pub out_proj: Linear,
+    /// Number of heads.
+    pub num_heads: usize,
+    /// Rotary positions.
+    pub rotary: PartialRotary,
+}
+
+impl GptJAttention {
+    /// `x` `[batch, seq, n_embd]` at positions `start..start+seq`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        start: usize,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let h = self.num_heads;
+        let hd = d / h;
+        let heads = |y: Tensor<3>| y.reshape([b, t, h, hd]).swap_dims(1, 2);
+        let q = self
+            .rotary
+            .apply(heads(self.q_proj.forward(x.clone())), start);
+        let k = self
+            .rotary
+            .apply(heads(self.k_proj.forward(x.clone())), start);
+        let v = heads(self.v_proj.forward(x));
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, k, v),
+            None => (k, v),
+        };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: true,
+        };
+        let out = attention(q, k, v, None, None, options);
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, d]))
+    }
+}
+
+/// Feed-forward block `fc_out(act(fc_in(x)))`.
+#[derive(Module, Debug)]
+pub struct GptJMlp {
+    /// Up projection `[n_embd, n_inner]` with bias.
+    pub fc_in: Linear,
+    /// Down projection `[n_inner, n_embd]` with bias.
+    pub fc_out: Linear,
+    /// Activation between them.
+    #[module(skip)]
+    pub act: Activation,
+}
+
+impl GptJMlp {
+    /// Applies the block to `[batch, seq, n_embd]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.fc_out.forward(self.act.forward(self.fc_in.forward(x)))
+    }
+}
+
+/// One parallel block: `h = ln_1(x)`, then `x + attn(h) + mlp(h)`.
+#[derive(Module, Debug)]
+pub struct GptJBlock {
+    /// The block's only norm, shared by attention and MLP.
+    pub ln_1: LayerNorm,
+    /// Self-attention.
+    pub attn: GptJAttention,
+    /// Feed-forward block.
+    pub mlp: GptJMlp,
+}
+
+impl GptJBlock {
+    /// Applies the block to `[batch, seq, n_embd]` at positions `start..start+seq`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        start: usize,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
+        let h = self.ln_1.forward(x.clone());
+        let attn = self.attn.forward(h.clone(), start, cache);
+        attn + self.mlp.forward(h) + x
+    }
+}
+
+/// The transformer body (`transformer.*` in HF checkpoints).
+#[derive(Module, Debug)]
+pub struct GptJModel {
+    /// Token embedding `[vocab, n_embd]`.
+    pub wte: Embedding,
+    /// Blocks.
+    pub h: Vec<GptJBlock>,
+    /// Final norm.
+    pub ln_f: LayerNorm,
+}
+
+/// GPT-J with its untied, biased LM head.
+#[derive(Module, Debug)]
+pub struct GptJForCausalLm {
+    /// The transformer body.
+    pub transformer: GptJModel,
+    /// Output projection `[n_embd, vocab]` with bias.
+    pub lm_head: Linear,
+}
+
+impl GptJForCausalLm {
+    /// Number of blocks.
+    pub fn num_layers(&self) -> usize {
+        self.transformer.h.len()
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.transformer.wte.weight.shape().dims::<2>()[0]
+    }
+
+    /// A fresh, empty KV cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.num_layers())
+    }
+
+    /// Final hidden states `[batch, seq, n_embd]`; positions start at `cache.len()`.
+    pub fn forward_hidden(
+        &self,
+        tokens: Tensor<2, Int>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let mut x = self.transformer.wte.forward(tokens);
+        for (i, block) in self.transformer.h.iter().enumerate() {
+            let c = cache.as_deref_mut().map(|c| (c, i));
+            x = block.forward(x, start, c);
+        }
+        self.transformer.ln_f.forward(x)
+    }
+
+    /// Projects hidden states to vocabulary logits (`h · W + b`).
+    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        self.lm_head.forward(hidden)
+    }
+
+    /// Logits `[batch, seq, vocab]` at every position.
+    pub fn forward(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.logits(self.forward_hidden(tokens, cache))
+    }
+
+    /// Logits `[batch, vocab]` at the last position only.
+    pub fn forward_last(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<2> {
+        self.logits(last_position(self.forward_hidden(tokens, cache)))
+    }
+}

@@ -1,0 +1,99 @@
+//! Turning checked safetensors entries into burn tensors and layers.
+
+use burn::module::Param;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::error::HfError;
+use super::weights::SafetensorsWeights;
+use crate::linear::Linear;
+use crate::llama::Embedding;
+
+/// Reads tensors from a checkpoint onto a device. Call [`SafetensorsWeights::check`] first:
+/// shapes are then known to be right and reads only fail on I/O.
+pub(crate) struct TensorReader<'a> {
+    pub weights: &'a SafetensorsWeights,
+    pub device: &'a Device,
+}
+
+impl TensorReader<'_> {
+    /// A 1-D tensor.
+    pub fn vector(&self, name: &str) -> Result<Tensor<1>, HfError> {
+        let (data, shape) = self.weights.read_f32(name)?;
+        Ok(Tensor::from_data(
+            TensorData::new(data, [shape.iter().product::<usize>()]),
+            self.device,
+        ))
+    }
+
+    /// A 2-D tensor in its stored layout.
+    pub fn matrix(&self, name: &str) -> Result<Tensor<2>, HfError> {
+        let (data, shape) = self.weights.read_f32(name)?;
+        Ok(Tensor::from_data(
+            TensorData::new(data, [shape[0], shape[1]]),
+            self.device,
+        ))
+    }
+
+    /// A token embedding `[vocab, hidden]`.
+    pub fn embedding(&self, name: &str) -> Result<Embedding, HfError> {
+        Ok(Embedding {
+            weight: Param::from_tensor(self.matrix(name)?),
+        })
+    }
+
+    /// A PyTorch `nn.Linear` (`{prefix}.weight` `[out, in]`, transposed to burn's `[in, out]`),
+    /// with `{prefix}.bias` when `bias`.
+    pub fn linear(&self, prefix: &str, bias: bool) -> Result<Linear, HfError> {
+        let (data, shape) = self.weights.read_f32(&format!("{prefix}.weight"))?;
+        let (out, inp) = (shape[0], shape[1]);
+        let t = transpose(&data, out, inp);
+        drop(data);
+        let weight = Tensor::from_data(TensorData::new(t, [inp, out]), self.device);
+        let bias = if bias {
+            Some(self.vector(&format!("{prefix}.bias"))?)
+        } else {
+            None
+        };
+        Ok(Linear::new(weight, bias))
+    }
+
+    /// A GPT-2 `Conv1D` (`{prefix}.weight` already `[in, out]`, plus `{prefix}.bias`).
+    pub fn conv1d(&self, prefix: &str) -> Result<Linear, HfError> {
+        let weight = self.matrix(&format!("{prefix}.weight"))?;
+        let bias = self.vector(&format!("{prefix}.bias"))?;
+        Ok(Linear::new(weight, Some(bias)))
+    }
+}
+
+/// Row-major `[rows, cols]` → `[cols, rows]`, in cache-friendly blocks.
+pub(crate) fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const B: usize = 32;
+    let mut out = vec![0.0f32; w.len()];
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    out[c * rows + r] = w[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    #[test]
+    fn transpose_moves_every_element() {
+        let (rows, cols) = (37, 70);
+        let w: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+        let t = transpose(&w, rows, cols);
+        for r in 0..rows {
+            for c in 0..cols {
+                assert_eq!(t[c * rows + r], w[r * cols + c]);
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Loading Hugging Face model folders: `config.json`, `model.safetensors` (or sharded
+//! `model-0000N-of-0000M.safetensors` with `model.safetensors.index.json`) and `tokenizer.json`.
+//!
+//! The architecture is read from `config.json` (`model_type`, else `architectures`), the
+//! hyper-parameters are deserialised with serde, the tensor list the config implies is checked
+//! against the files in one pass (every missing, misshapen or unexpected tensor is named), and
+//! only then are weights decoded, one tensor at a time, from memory-mapped files. f32, f16 and
+//! bf16 tensors are widened to f32; PyTorch `nn.Linear` weights (`[out, in]`) are transposed to
+//! burn's `[in, out]`.
+
+mod build;
+mod error;
+mod gpt2;
+mod gptj;
+mod llama;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde_json::Value;
+
+pub use error::HfError;
+pub use gpt2::{gpt2_config_from_json, gpt2_expected_tensors};
+pub use gptj::{gptj_config_from_json, gptj_expected_tensors};
+pub use llama::{llama_config_from_json, llama_expected_tensors};
+pub use weights::SafetensorsWeights;
+
+use crate::causal_lm::{CausalLm, CausalLmConfig};
+use crate::gpt2::{Gpt2Config, Gpt2LmHeadModel};
+use crate::gptj::{GptJConfig, GptJForCausalLm};
+use crate::llama::{LlamaConfig, LlamaForCausalLm};
+
+/// File name of the model config in a Hugging Face folder.
+pub const CONFIG_FILE: &str = "config.json";
+/// File name of the tokenizer in a Hugging Face folder.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// The model families gfnlm implements, as named by `config.json`'s `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// `llama` (`LlamaForCausalLM`: SmolLM2, Llama 2/3, TinyLlama, …).
+    Llama,
+    /// `gpt2` (`GPT2LMHeadModel`).
+    Gpt2,
+    /// `gptj` (`GPTJForCausalLM`).
+    GptJ,
+}
+
+impl Architecture {
+    /// Maps a `model_type` or `architectures` entry to a family.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "llama" | "LlamaForCausalLM" => Some(Self::Llama),
+            "gpt2" | "GPT2LMHeadModel" => Some(Self::Gpt2),
+            "gptj" | "GPTJForCausalLM" => Some(Self::GptJ),
+            _ => None,
+        }
+    }
+}
+
+/// Reads `dir/config.json` as JSON.
+pub fn read_config_json(dir: &Path) -> Result<(PathBuf, Value), HfError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| HfError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let json = serde_json::from_str(&text).map_err(|source| HfError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((path, json))
+}
+
+/// The architecture named by a parsed `config.json`: `model_type`, else the first
+/// `architectures` entry.
+pub fn detect_architecture(path: &Path, json: &Value) -> Result<Architecture, HfError> {
+    let name = json
+        .get("model_type")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            json.get("architectures")
+                .and_then(|a| a.get(0))
+                .and_then(Value::as_str)
+        })
+        .unwrap_or("<none: config.json has neither model_type nor architectures>");
+    Architecture::from_name(name).ok_or_else(|| HfError::UnknownArchitecture {
+        path: path.to_path_buf(),
+        model_type: name.to_string(),
+    })
+}
+
+fn expect_architecture(path: &Path, json: &Value, want: Architecture) -> Result<(), HfError> {
+    let found = detect_architecture(path, json)?;
+    if found == want {
+        Ok(())
+    } else {
+        Err(HfError::Config {
+            path: path.to_path_buf(),
+            message: format!("expected a {want:?} checkpoint, found {found:?}"),
+        })
+    }
+}
+
+/// Loads a Llama-family model from a Hugging Face folder onto `device`.
+///
+/// Tied checkpoints (`tie_word_embeddings: true`) get `lm_head: None`; a stored
+/// `lm_head.weight` is then ignored, as transformers does. When the folder has a
+/// `tokenizer.json`, its vocabulary is checked against the embedding.
+pub fn load_llama_dir(
+    dir: &Path,
+    device: &Device,
+) -> Result<(LlamaForCausalLm, LlamaConfig), HfError> {
+    let (path, json) = read_config_json(dir)?;
+    expect_architecture(&path, &json, Architecture::Llama)?;
+    let config = llama_config_from_json(&path, json)?;
+    check_tokenizer_vocab(dir, config.vocab_size)?;
+    let weights = SafetensorsWeights::open(dir)?;
+    let model = llama::build_llama(&config, &weights, device)?;
+    Ok((model, config))
+}
+
+/// Loads a GPT-2 model from a Hugging Face folder onto `device`.
+pub fn load_gpt2_dir(
+    dir: &Path,
+    device: &Device,
+) -> Result<(Gpt2LmHeadModel, Gpt2Config), HfError> {
+    let (path, json) = read_config_json(dir)?;
+    expect_architecture(&path, &json, Architecture::Gpt2)?;
+    let config = gpt2_config_from_json(&path, json)?;
+    check_tokenizer_vocab(dir, config.vocab_size)?;
+    let weights = SafetensorsWeights::open(dir)?;
+    let model = gpt2::build_gpt2(&config, &weights, device)?;
+    Ok((model, config))
+}
+
+/// Loads a GPT-J model from a Hugging Face folder onto `device`.
+pub fn load_gptj_dir(
+    dir: &Path,
+    device: &Device,
+) -> Result<(GptJForCausalLm, GptJConfig), HfError> {
+    let (path, json) = read_config_json(dir)?;
+    expect_architecture(&path, &json, Architecture::GptJ)?;
+    let config = gptj_config_from_json(&path, json)?;
+    check_tokenizer_vocab(dir, config.vocab_size)?;
+    let weights = SafetensorsWeights::open(dir)?;
+    let model = gptj::build_gptj(&config, &weights, device)?;
+    Ok((model, config))
+}
+
+/// Reads the config of a Hugging Face folder, whatever its architecture.
+pub fn read_config(dir: &Path) -> Result<CausalLmConfig, HfError> {
+    let (path, json) = read_config_json(dir)?;
+    Ok(match detect_architecture(&path, &json)? {
+        Architecture::Llama => CausalLmConfig::Llama(llama_config_from_json(&path, json)?),
+        Architecture::Gpt2 => CausalLmConfig::Gpt2(gpt2_config_from_json(&path, json)?),
+        Architecture::GptJ => CausalLmConfig::GptJ(gptj_config_from_json(&path, json)?),
+    })
+}
+
+/// Loads any implemented architecture from a Hugging Face folder, as named by its
+/// `config.json`.
+pub fn load_dir(dir: &Path, device: &Device) -> Result<(CausalLm, CausalLmConfig), HfError> {
+    let config = read_config(dir)?;
+    check_tokenizer_vocab(dir, config.vocab_size())?;
+    let weights = SafetensorsWeights::open(dir)?;
+    let model = match &config {
+        CausalLmConfig::Llama(c) => CausalLm::Llama(llama::build_llama(c, &weights, device)?),
+        CausalLmConfig::Gpt2(c) => CausalLm::Gpt2(gpt2::build_gpt2(c, &weights, device)?),
+        CausalLmConfig::GptJ(c) => CausalLm::GptJ(gptj::build_gptj(c, &weights, device)?),
+    };
+    Ok((model, config))
+}
+
+/// Number of token ids (largest id + 1) a `tokenizer.json` defines: its model vocabulary
+/// (BPE/WordPiece map or Unigram list) and its added tokens.
+pub fn tokenizer_vocab_size(path: &Path) -> Result<usize, HfError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HfError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let json: Value = serde_json::from_str(&text).map_err(|source| HfError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut size = 0usize;
+    match json.pointer("/model/vocab") {
+        Some(Value::Object(map)) => {
+            for id in map.values().filter_map(Value::as_u64) {
+                size = size.max(id as usize + 1);
+            }
+        }
+        Some(Value::Array(list)) => size = list.len(),
+        _ => {}
+    }
+    if let Some(Value::Array(added)) = json.get("added_tokens") {
+        for id in added
+            .iter()
+            .filter_map(|t| t.get("id"))
+            .filter_map(Value::as_u64)
+        {
+            size = size.max(id as usize + 1);
+        }
+    }
+    Ok(size)
+}
+
+/// Checks `dir/tokenizer.json` (when present) against an embedding of `embedding_rows` rows.
+///
+/// A tokenizer may define fewer ids than the embedding has rows (GPT-J pads 50257 to 50400)
+/// but never more: such ids would index past the table.
+pub fn check_tokenizer_vocab(dir: &Path, embedding_rows: usize) -> Result<(), HfError> {
+    let path = dir.join(TOKENIZER_FILE);
+    if !path.is_file() {
+        return Ok(());
+    }
+    let tokenizer_vocab = tokenizer_vocab_size(&path)?;
+    if tokenizer_vocab > embedding_rows {
+        return Err(HfError::TokenizerVocab {
+            path,
+            tokenizer_vocab,
+            embedding_rows,
+        });
+    }
+    Ok(())
+}
