@@ -65,6 +65,40 @@ impl CausalLmConfig {
     }
 }
 
+/// What sampling and scoring need from a model, whatever its architecture: implemented by
+/// [`CausalLm`] and by each concrete model.
+pub trait LanguageModel {
+    /// Logits `[batch, seq, vocab]` at every position; with a cache, `tokens` continue the
+    /// cached sequence and their keys/values are appended.
+    fn forward(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3>;
+    /// Logits `[batch, vocab]` at the last position only.
+    fn forward_last(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<2>;
+    /// A fresh, empty KV cache.
+    fn new_cache(&self) -> KvCache;
+}
+
+macro_rules! language_model {
+    ($($t:ty),*) => {$(
+        impl LanguageModel for $t {
+            fn forward(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+                <$t>::forward(self, tokens, cache)
+            }
+            fn forward_last(
+                &self,
+                tokens: Tensor<2, Int>,
+                cache: Option<&mut KvCache>,
+            ) -> Tensor<2> {
+                <$t>::forward_last(self, tokens, cache)
+            }
+            fn new_cache(&self) -> KvCache {
+                <$t>::new_cache(self)
+            }
+        }
+    )*};
+}
+
+language_model!(CausalLm, LlamaForCausalLm, Gpt2LmHeadModel, GptJForCausalLm);
+
 impl From<LlamaForCausalLm> for CausalLm {
     fn from(m: LlamaForCausalLm) -> Self {
         Self::Llama(m)

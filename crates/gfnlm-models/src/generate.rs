@@ -1,11 +1,12 @@
-//! Batched sampling with a shared prompt prefix and the KV cache, and teacher-forced scoring.
+//! Batched sampling with a shared prompt prefix and the KV cache, and teacher-forced scoring,
+//! for any [`LanguageModel`] (a [`crate::CausalLm`] or one concrete architecture).
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::llama::LlamaForCausalLm;
+use crate::causal_lm::LanguageModel;
 
 /// Options for [`sample`].
 #[derive(Debug, Clone)]
@@ -75,7 +76,7 @@ fn draw(logp: &[f64], rng: &mut ChaCha8Rng) -> usize {
 /// The prompt is run once (batch 1) and its KV cache shared by every row; rows then decode in
 /// lockstep, one token per step, and finished rows are dropped from the batch.
 pub fn sample(
-    model: &LlamaForCausalLm,
+    model: &(impl LanguageModel + ?Sized),
     prompt: &[u32],
     opts: &SampleOptions,
     device: &Device,
@@ -167,7 +168,11 @@ impl Score {
 }
 
 /// Log-probabilities `[seq, vocab]` of the next token at every position of `tokens`.
-pub fn position_logprobs(model: &LlamaForCausalLm, tokens: &[u32], device: &Device) -> Tensor<2> {
+pub fn position_logprobs(
+    model: &(impl LanguageModel + ?Sized),
+    tokens: &[u32],
+    device: &Device,
+) -> Tensor<2> {
     let logits = model.forward(tokens_tensor(&[tokens.to_vec()], device), None);
     let [_, t, v] = logits.dims();
     log_softmax(logits.reshape([t, v]), 1)
@@ -175,7 +180,7 @@ pub fn position_logprobs(model: &LlamaForCausalLm, tokens: &[u32], device: &Devi
 
 /// Scores `continuation` after `prompt` in one forward pass, with the top-`k` alternatives.
 pub fn score(
-    model: &LlamaForCausalLm,
+    model: &(impl LanguageModel + ?Sized),
     prompt: &[u32],
     continuation: &[u32],
     k: usize,
@@ -221,7 +226,7 @@ pub fn score(
 /// The prompt is run once and its KV cache shared; the continuations are right-padded into one
 /// `[n, max_len]` batch. Returns, for each continuation, log p(c\[j\] | prompt, c\[..j\]) for every j.
 pub fn score_continuations(
-    model: &LlamaForCausalLm,
+    model: &(impl LanguageModel + ?Sized),
     prompt: &[u32],
     continuations: &[Vec<u32>],
     device: &Device,

@@ -404,3 +404,35 @@ pub(crate) fn tied_logits<const D: usize>(embed: Tensor<2>, hidden: Tensor<D>) -
     out[D - 1] = vocab;
     logits.reshape(out)
 }
+
+impl Gpt2LmHeadModel {
+    /// Calls `f(hf_name, linear)` for every projection, named as in HF/PEFT
+    /// (`transformer.h.N.attn.c_attn`, `….attn.c_proj`, `….mlp.c_fc`, `….mlp.c_proj`).
+    ///
+    /// These are `Conv1D` layers (PEFT `fan_in_fan_out: true`); burn's [`Linear`] already
+    /// stores them `[in, out]`, so a LoRA delta is added the same way as for any linear.
+    pub fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
+        for (i, b) in self.transformer.h.iter().enumerate() {
+            f(&format!("transformer.h.{i}.attn.c_attn"), &b.attn.c_attn);
+            f(&format!("transformer.h.{i}.attn.c_proj"), &b.attn.c_proj);
+            f(&format!("transformer.h.{i}.mlp.c_fc"), &b.mlp.c_fc);
+            f(&format!("transformer.h.{i}.mlp.c_proj"), &b.mlp.c_proj);
+        }
+    }
+
+    /// Mutable [`Self::for_each_linear`], same names and order.
+    pub fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        for (i, b) in self.transformer.h.iter_mut().enumerate() {
+            f(
+                &format!("transformer.h.{i}.attn.c_attn"),
+                &mut b.attn.c_attn,
+            );
+            f(
+                &format!("transformer.h.{i}.attn.c_proj"),
+                &mut b.attn.c_proj,
+            );
+            f(&format!("transformer.h.{i}.mlp.c_fc"), &mut b.mlp.c_fc);
+            f(&format!("transformer.h.{i}.mlp.c_proj"), &mut b.mlp.c_proj);
+        }
+    }
+}

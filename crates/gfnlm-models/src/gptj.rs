@@ -359,3 +359,43 @@ impl GptJForCausalLm {
         self.logits(last_position(self.forward_hidden(tokens, cache)))
     }
 }
+
+impl GptJForCausalLm {
+    /// Calls `f(hf_name, linear)` for every linear layer, named as in HF/PEFT
+    /// (`transformer.h.N.attn.{q,k,v,out}_proj`, `transformer.h.N.mlp.{fc_in,fc_out}`,
+    /// `lm_head`). A LoRA delta on q/k lands before rotary, as in PEFT.
+    pub fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
+        for (i, b) in self.transformer.h.iter().enumerate() {
+            let a = &b.attn;
+            for (n, l) in [
+                ("q_proj", &a.q_proj),
+                ("k_proj", &a.k_proj),
+                ("v_proj", &a.v_proj),
+                ("out_proj", &a.out_proj),
+            ] {
+                f(&format!("transformer.h.{i}.attn.{n}"), l);
+            }
+            f(&format!("transformer.h.{i}.mlp.fc_in"), &b.mlp.fc_in);
+            f(&format!("transformer.h.{i}.mlp.fc_out"), &b.mlp.fc_out);
+        }
+        f("lm_head", &self.lm_head);
+    }
+
+    /// Mutable [`Self::for_each_linear`], same names and order.
+    pub fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        for (i, b) in self.transformer.h.iter_mut().enumerate() {
+            let a = &mut b.attn;
+            for (n, l) in [
+                ("q_proj", &mut a.q_proj),
+                ("k_proj", &mut a.k_proj),
+                ("v_proj", &mut a.v_proj),
+                ("out_proj", &mut a.out_proj),
+            ] {
+                f(&format!("transformer.h.{i}.attn.{n}"), l);
+            }
+            f(&format!("transformer.h.{i}.mlp.fc_in"), &mut b.mlp.fc_in);
+            f(&format!("transformer.h.{i}.mlp.fc_out"), &mut b.mlp.fc_out);
+        }
+        f("lm_head", &mut self.lm_head);
+    }
+}

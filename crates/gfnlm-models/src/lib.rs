@@ -15,7 +15,7 @@ pub mod llama;
 pub mod load;
 
 pub use cache::KvCache;
-pub use causal_lm::{CausalLm, CausalLmConfig};
+pub use causal_lm::{CausalLm, CausalLmConfig, LanguageModel};
 pub use device::{compiled_backends, parse_device};
 pub use linear::Linear;
 pub use llama::{LlamaConfig, LlamaForCausalLm};

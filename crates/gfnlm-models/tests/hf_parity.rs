@@ -277,3 +277,45 @@ fn load_dir_detects_each_architecture() {
         assert_eq!(again.architecture(), arch);
     }
 }
+
+#[test]
+fn generate_scores_every_architecture_like_pytorch() {
+    // `score_continuations` runs the prompt once, shares its KV cache and right-pads the
+    // continuations: the scores must still be PyTorch's per-token log-probs.
+    let device = device();
+    for (name, file) in [
+        ("tiny-llama", "expected.json"),
+        ("tiny-gpt2", "expected.json"),
+        ("tiny-gptj", "expected-gptj.json"),
+    ] {
+        let (model, _) = load_dir(&parity_dir().join(name), &device).unwrap();
+        let reference = reference(file);
+        let prompts = reference["prompts"].as_array().unwrap();
+        let entries = reference["variants"][name].as_array().unwrap();
+        let split = 2;
+        let conts: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| ids(&p["token_ids"])[split..].to_vec())
+            .collect();
+        // All three prompts share no prefix, so score each against its own first tokens.
+        for (p, (prompt, e)) in prompts.iter().zip(entries).enumerate() {
+            let toks = ids(&prompt["token_ids"]);
+            let got = gfnlm_models::generate::score_continuations(
+                &model,
+                &toks[..split],
+                std::slice::from_ref(&conts[p]),
+                &device,
+            );
+            let want = &floats(&e["per_token_logprobs"])[split - 1..];
+            assert_eq!(got[0].len(), want.len());
+            for (i, (g, w)) in got[0].iter().zip(want).enumerate() {
+                assert_close(
+                    &format!("{name} prompt {p} scored token {i}"),
+                    *g as f64,
+                    *w,
+                    TOL,
+                );
+            }
+        }
+    }
+}

@@ -102,6 +102,17 @@ impl SafetensorsWeights {
         Ok(weights)
     }
 
+    /// Opens one safetensors file on its own (e.g. a PEFT `adapter_model.safetensors`).
+    pub fn open_file(path: &Path) -> Result<Self, HfError> {
+        let mut weights = Self {
+            dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            shards: Vec::new(),
+            tensors: BTreeMap::new(),
+        };
+        weights.add_shard(path, None)?;
+        Ok(weights)
+    }
+
     /// Maps one file and records its tensors. With an index, the file must hold exactly the
     /// tensors `listed` for it.
     fn add_shard(
