@@ -4,12 +4,18 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use burn::module::Module;
 use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use gfnlm_gguf::GgufFile;
 use gfnlm_models::generate::{SampleOptions, sample, score};
 use gfnlm_models::{LlamaForCausalLm, load_llama_from_gguf, parse_device};
+use gfnlm_tasks::RngTask;
 use gfnlm_tokenizer::Tokenizer;
+use gfnlm_train::eval::RngEvaluation;
+use gfnlm_train::{TrainConfig, Trainer};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +36,10 @@ enum Command {
     Score(ScoreArgs),
     /// Download and cache the default model (SmolLM2-135M-Instruct, GGUF Q4_1).
     FetchModel,
+    /// GFlowNet fine-tuning (LoRA + modified SubTB) on a task; resumable.
+    Train(TrainArgs),
+    /// Exact and sampled evaluation of the base model or a trained adapter on a task.
+    Eval(EvalArgs),
 }
 
 #[derive(Args)]
@@ -82,6 +92,51 @@ struct ScoreArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Task to train on.
+    #[arg(long, default_value = "rng")]
+    task: String,
+    /// TOML config (defaults for every missing key; see docs/training.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output folder: metrics.jsonl, checkpoints, the final adapter.
+    #[arg(long, default_value = "results/rng/run")]
+    out: PathBuf,
+    /// Continue from the latest checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Override the number of optimizer steps.
+    #[arg(long)]
+    steps: Option<usize>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Task to evaluate.
+    #[arg(long, default_value = "rng")]
+    task: String,
+    /// PEFT adapter folder to evaluate (default: the base model).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// TOML config of the run (task settings).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Samples for the empirical histogram.
+    #[arg(long, default_value_t = 2000)]
+    samples: usize,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the evaluation as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 struct Loaded {
@@ -224,10 +279,176 @@ fn run_score(args: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+fn load_config(path: &Option<PathBuf>) -> Result<TrainConfig> {
+    match path {
+        Some(p) => TrainConfig::from_file(p).map_err(anyhow::Error::msg),
+        None => Ok(TrainConfig::default()),
+    }
+}
+
+fn check_task(task: &str) -> Result<()> {
+    if task != "rng" {
+        bail!("unknown task '{task}' (available: rng)");
+    }
+    Ok(())
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    check_task(&args.task)?;
+    let mut cfg = load_config(&args.config)?;
+    if let Some(s) = args.steps {
+        cfg.steps = s;
+    }
+    let l = load(&args.model)?;
+    let device = l.device.clone().autodiff();
+    let model = l.model.to_device(&device);
+    let task = RngTask::new(&l.tokenizer, None, cfg.task.invalid_log_reward)?;
+    let mut trainer = Trainer::new(cfg.clone(), model, task, device)?;
+    let ckpt_dir = args.out.join("checkpoints");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    if args.resume {
+        match Trainer::latest_checkpoint(&ckpt_dir) {
+            Some(c) => {
+                trainer.resume(&c)?;
+                eprintln!(
+                    "gfnlm: resumed from {} (step {})",
+                    c.display(),
+                    trainer.step
+                );
+            }
+            None => eprintln!(
+                "gfnlm: --resume: no checkpoint in {}, starting fresh",
+                ckpt_dir.display()
+            ),
+        }
+    } else if Trainer::latest_checkpoint(&ckpt_dir).is_some() {
+        bail!(
+            "{} already holds checkpoints: pass --resume to continue that run, or choose another --out",
+            ckpt_dir.display()
+        );
+    }
+    let metrics_path = args.out.join("metrics.jsonl");
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .with_context(|| format!("opening {}", metrics_path.display()))?;
+    let report = gfnlm_lora::trainable_parameter_count(&trainer.model);
+    eprintln!(
+        "gfnlm: training {} LoRA parameters (of {}) for {} steps; metrics → {}",
+        report,
+        gfnlm_lora::total_parameter_count(&trainer.model),
+        cfg.steps,
+        metrics_path.display()
+    );
+    let bar = ProgressBar::new(cfg.steps as u64).with_position(trainer.step as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("valid template"),
+    );
+    let t0 = Instant::now();
+    while trainer.step < cfg.steps {
+        let stats = trainer.train_step(&args.out)?;
+        use std::io::Write;
+        let mut line = serde_json::to_value(&stats)?;
+        line["elapsed_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
+        writeln!(metrics, "{line}")?;
+        bar.set_position(stats.step as u64);
+        bar.set_message(format!(
+            "loss {:.3e} logR {:.2} valid {:.2} {:.1} tok/s",
+            stats.loss,
+            stats.mean_log_r,
+            stats.valid_frac,
+            (stats.mean_len + 1.0) * (cfg.batch_size * cfg.grad_accum) as f64 / stats.seconds
+        ));
+        if stats.step % cfg.checkpoint_every.max(1) == 0 || stats.step == cfg.steps {
+            trainer.save_checkpoint(&ckpt_dir)?;
+        }
+    }
+    bar.finish();
+    let adapter = args.out.join("adapter");
+    gfnlm_lora::save_peft(
+        &trainer.model,
+        &gfnlm_train::trainer::lora_config(&cfg),
+        &adapter,
+    )?;
+    eprintln!("gfnlm: adapter written to {}", adapter.display());
+    Ok(())
+}
+
+fn print_rng_eval(name: &str, e: &RngEvaluation) {
+    for (label, r) in [
+        ("constrained sampler", &e.constrained),
+        ("unconstrained LM", &e.unconstrained),
+    ] {
+        println!(
+            "{name} [{label}]: valid mass {:.4e}  KL(q||U) {:.4}  KL(U||q) {:.4}  entropy {:.3} (uniform 4.615)  top {:?}",
+            r.valid_mass,
+            r.kl_q_u,
+            r.kl_u_q,
+            r.entropy,
+            r.top
+                .iter()
+                .take(3)
+                .map(|(k, p)| format!("{k}:{p:.3}"))
+                .collect::<Vec<_>>()
+        );
+    }
+    println!(
+        "{name} [samples]: {} draws, {:.1}% valid",
+        e.samples,
+        100.0 * (e.samples - e.invalid_samples) as f64 / e.samples.max(1) as f64
+    );
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    check_task(&args.task)?;
+    let cfg = load_config(&args.config)?;
+    let mut l = load(&args.model)?;
+    if let Some(dir) = &args.adapter {
+        let lc = gfnlm_lora::load_peft(&mut l.model, dir, &l.device)?;
+        eprintln!(
+            "gfnlm: adapter {} (r = {}, α = {})",
+            dir.display(),
+            lc.r,
+            lc.alpha
+        );
+    }
+    let task = RngTask::new(&l.tokenizer, None, cfg.task.invalid_log_reward)?;
+    let constraint = task.constraint(cfg.task.vocab_alpha, cfg.task.restrict_vocab);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let e = gfnlm_train::eval::evaluate_rng(
+        &l.model,
+        &task,
+        &constraint,
+        args.samples,
+        &mut rng,
+        &l.device,
+    );
+    print_rng_eval(
+        if args.adapter.is_some() {
+            "tuned"
+        } else {
+            "base"
+        },
+        &e,
+    );
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&e)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Sample(a) => run_sample(a),
         Command::Score(a) => run_score(a),
+        Command::Train(a) => run_train(a),
+        Command::Eval(a) => run_eval(a),
         Command::FetchModel => {
             let p = gfnlm_fetch::ensure_default_model()?;
             println!("{}", p.display());

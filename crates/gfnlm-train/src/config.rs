@@ -1,0 +1,227 @@
+//! Training configuration (TOML). Every field has a documented default; unknown keys are errors.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Which GFlowNet objective to minimise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Modified sub-trajectory balance (the paper's default).
+    Subtb,
+    /// Modified detailed balance (adjacent pairs only).
+    Db,
+    /// Trajectory balance with a learned scalar log Z.
+    Tb,
+    /// VarGrad: trajectory balance with the batch estimate of log Z.
+    Vargrad,
+}
+
+/// LoRA settings (PEFT semantics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSection {
+    /// Rank r.
+    pub r: usize,
+    /// α (scaling α/r).
+    pub alpha: f64,
+    /// Adapter input dropout.
+    pub dropout: f64,
+    /// Module-name patterns to adapt.
+    pub target_modules: Vec<String>,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        Self {
+            r: 64,
+            alpha: 16.0,
+            dropout: 0.0,
+            target_modules: [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// Task-specific settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskSection {
+    /// Task name (`rng`).
+    pub name: String,
+    /// log R of terminating at an invalid prefix.
+    pub invalid_log_reward: f64,
+    /// Restrict the action space to the task's tokens (others get `vocab_alpha`).
+    pub restrict_vocab: bool,
+    /// Logit offset of disallowed tokens.
+    pub vocab_alpha: f32,
+}
+
+impl Default for TaskSection {
+    fn default() -> Self {
+        Self {
+            name: "rng".into(),
+            invalid_log_reward: -20.0,
+            restrict_vocab: true,
+            vocab_alpha: -99.0,
+        }
+    }
+}
+
+/// Every hyper-parameter of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Seed of every random generator of the run.
+    pub seed: u64,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Trajectories per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate of the LoRA parameters.
+    pub lr: f64,
+    /// Learning rate of log Z (objective `tb`).
+    pub lr_log_z: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// Linear decay to 0 after warm-up.
+    pub linear_decay: bool,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Objective.
+    pub objective: Objective,
+    /// λ of modified SubTB.
+    pub subtb_lambda: f64,
+    /// Probability of replaying a batch from the buffer.
+    pub replay_prob: f64,
+    /// Probability of sampling at a temperature drawn from U[temp_low, temp_high].
+    pub tempered_prob: f64,
+    /// Lowest behaviour temperature.
+    pub temp_low: f64,
+    /// Highest behaviour temperature.
+    pub temp_high: f64,
+    /// ε of ε-uniform exploration over the allowed tokens.
+    pub epsilon: f64,
+    /// Replay-buffer size per prompt.
+    pub buffer_size: usize,
+    /// Near-duplicate tolerance of the buffer.
+    pub sim_tolerance: f64,
+    /// Reward temperature at step 0.
+    pub reward_temp_start: f64,
+    /// Reward temperature after `reward_temp_horizon` steps.
+    pub reward_temp_end: f64,
+    /// Steps of the reward-temperature ramp.
+    pub reward_temp_horizon: usize,
+    /// Write a checkpoint every N optimizer steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Stop after this many non-finite losses in a row.
+    pub max_nonfinite_in_a_row: usize,
+    /// LoRA.
+    pub lora: LoraSection,
+    /// Task.
+    pub task: TaskSection,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            steps: 200,
+            batch_size: 16,
+            grad_accum: 1,
+            lr: 1e-3,
+            lr_log_z: 0.1,
+            warmup_steps: 10,
+            linear_decay: false,
+            weight_decay: 0.0,
+            objective: Objective::Subtb,
+            subtb_lambda: 1.0,
+            replay_prob: 0.25,
+            tempered_prob: 0.5,
+            temp_low: 0.5,
+            temp_high: 2.0,
+            epsilon: 0.05,
+            buffer_size: 50,
+            sim_tolerance: 0.0,
+            reward_temp_start: 1.0,
+            reward_temp_end: 1.0,
+            reward_temp_horizon: 0,
+            checkpoint_every: 50,
+            max_nonfinite_in_a_row: 5,
+            lora: LoraSection::default(),
+            task: TaskSection::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file; missing keys take their defaults, unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Vec::new();
+        if self.batch_size == 0 {
+            p.push("batch_size must be ≥ 1".to_string());
+        }
+        if self.grad_accum == 0 {
+            p.push("grad_accum must be ≥ 1".into());
+        }
+        if !(self.lr >= 0.0 && self.lr.is_finite()) {
+            p.push(format!(
+                "lr must be a finite non-negative number, got {}",
+                self.lr
+            ));
+        }
+        for (name, v) in [
+            ("replay_prob", self.replay_prob),
+            ("tempered_prob", self.tempered_prob),
+            ("epsilon", self.epsilon),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                p.push(format!("{name} must be in [0, 1], got {v}"));
+            }
+        }
+        if self.replay_prob + self.tempered_prob > 1.0 + 1e-12 {
+            p.push("replay_prob + tempered_prob must be ≤ 1".into());
+        }
+        if !(self.temp_low > 0.0 && self.temp_low <= self.temp_high) {
+            p.push(format!(
+                "need 0 < temp_low ≤ temp_high, got {} and {}",
+                self.temp_low, self.temp_high
+            ));
+        }
+        if !(self.reward_temp_start > 0.0 && self.reward_temp_end > 0.0) {
+            p.push("reward temperatures must be > 0".into());
+        }
+        if self.task.name != "rng" {
+            p.push(format!(
+                "unknown task '{}' (available: rng)",
+                self.task.name
+            ));
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p.join("; "))
+        }
+    }
+}
