@@ -1,30 +1,33 @@
 //! `cargo xtask <task>`: project chores that are not part of the library API.
 //!
 //! - `fetch-model`: download, verify and cache the default model (SmolLM2-135M-Instruct GGUF).
+//! - `reproduce rng [--steps N] [--out DIR]`: train on the random-integer task with
+//!   `configs/rng.toml`, evaluate base vs tuned, write `results/rng/results.md`, the histogram
+//!   and the KL-vs-wall-time curve. Re-running resumes an interrupted training run.
 //! - `bench [criterion args]`: run the criterion benches in release mode.
 
+mod plot;
+
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
-const USAGE: &str = "usage: cargo xtask <fetch-model | bench [ARGS...]>";
+const USAGE: &str =
+    "usage: cargo xtask <fetch-model | reproduce rng [--steps N] [--out DIR] | bench [ARGS...]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("fetch-model") => {
-            let path = gfnlm_fetch::ensure_default_model()?;
-            let sha = gfnlm_fetch::sha256_file(&path)?;
-            if std::env::var_os("GFNLM_MODEL").is_none() && sha != gfnlm_fetch::MODEL_SHA256 {
-                bail!(
-                    "{}: cached model has SHA-256 {sha}, expected {}; delete it and run again",
-                    path.display(),
-                    gfnlm_fetch::MODEL_SHA256
-                );
+        Some("fetch-model") => fetch_model(),
+        Some("reproduce") => match args.get(1).map(String::as_str) {
+            Some("rng") | Some("all") => reproduce_rng(&args[2..]),
+            Some(other) => {
+                bail!("reproduce: unknown task '{other}' (available: rng, all)\n{USAGE}")
             }
-            println!("{}", path.display());
-            Ok(())
-        }
+            None => bail!("reproduce: name a task (rng, all)\n{USAGE}"),
+        },
         Some("bench") => {
             let status = Command::new(env!("CARGO"))
                 .args(["bench", "--workspace"])
@@ -38,4 +41,216 @@ fn main() -> Result<()> {
         Some(other) => bail!("unknown task '{other}'\n{USAGE}"),
         None => bail!("{USAGE}"),
     }
+}
+
+fn fetch_model() -> Result<()> {
+    let path = gfnlm_fetch::ensure_default_model()?;
+    let sha = gfnlm_fetch::sha256_file(&path)?;
+    if std::env::var_os("GFNLM_MODEL").is_none() && sha != gfnlm_fetch::MODEL_SHA256 {
+        bail!(
+            "{}: cached model has SHA-256 {sha}, expected {}; delete it and run again",
+            path.display(),
+            gfnlm_fetch::MODEL_SHA256
+        );
+    }
+    println!("{}", path.display());
+    Ok(())
+}
+
+/// Runs the release `gfnlm` binary through cargo with `args`.
+fn gfnlm(args: &[&str]) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(["run", "--release", "--quiet", "-p", "gfnlm", "--"])
+        .args(args)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("gfnlm {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn read_json(p: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn reproduce_rng(rest: &[String]) -> Result<()> {
+    let mut out = PathBuf::from("results/rng");
+    let mut steps: Option<String> = None;
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--out" => out = PathBuf::from(it.next().context("--out needs a folder")?),
+            "--steps" => steps = Some(it.next().context("--steps needs a number")?.clone()),
+            other => bail!("reproduce rng: unknown argument '{other}'"),
+        }
+    }
+    fetch_model()?;
+    std::fs::create_dir_all(&out)?;
+    let run = out.join("run");
+    let run_s = run.to_string_lossy().to_string();
+    let config = "configs/rng.toml";
+    let t0 = std::time::Instant::now();
+    let mut train_args = vec!["train", "--config", config, "--out", &run_s, "--resume"];
+    if let Some(s) = &steps {
+        train_args.extend(["--steps", s]);
+    }
+    gfnlm(&train_args)?;
+    let train_secs = t0.elapsed().as_secs_f64();
+
+    let base_json = out.join("eval-base.json");
+    let tuned_json = out.join("eval-tuned.json");
+    let adapter = run.join("adapter").to_string_lossy().to_string();
+    gfnlm(&[
+        "eval",
+        "--config",
+        config,
+        "--json",
+        &base_json.to_string_lossy(),
+    ])?;
+    gfnlm(&[
+        "eval",
+        "--config",
+        config,
+        "--adapter",
+        &adapter,
+        "--json",
+        &tuned_json.to_string_lossy(),
+    ])?;
+
+    // KL over wall time: evaluate every checkpoint (exact, cheap) against its elapsed time.
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl"))?;
+    let elapsed: Vec<(u64, f64)> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_u64()?, v["elapsed_s"].as_f64()?)))
+        .collect();
+    let mut curve = Vec::new();
+    let ckpts = run.join("checkpoints");
+    let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(&ckpts)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            Some((n.strip_prefix("step-")?.parse().ok()?, e.path()))
+        })
+        .collect();
+    names.sort();
+    for (step, dir) in names {
+        let j = dir.join("eval.json");
+        if !j.is_file() {
+            gfnlm(&[
+                "eval",
+                "--config",
+                config,
+                "--adapter",
+                &dir.join("adapter").to_string_lossy(),
+                "--samples",
+                "0",
+                "--json",
+                &j.to_string_lossy(),
+            ])?;
+        }
+        let e = read_json(&j)?;
+        let secs = elapsed
+            .iter()
+            .find(|(s, _)| *s == step)
+            .map(|x| x.1)
+            .unwrap_or(f64::NAN);
+        curve.push((
+            step,
+            secs,
+            e["constrained"]["kl_q_u"].as_f64().unwrap_or(f64::NAN),
+            e["constrained"]["valid_mass"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+
+    let base = read_json(&base_json)?;
+    let tuned = read_json(&tuned_json)?;
+    plot::histogram(&out.join("histogram.png"), &base, &tuned)?;
+    plot::kl_curve(&out.join("kl_vs_time.png"), &curve)?;
+    write_results(
+        &out.join("results.md"),
+        &base,
+        &tuned,
+        &curve,
+        train_secs,
+        steps.as_deref(),
+    )?;
+    println!("wrote {}", out.join("results.md").display());
+    Ok(())
+}
+
+fn row(label: &str, r: &Value, samples: Option<&Value>) -> String {
+    let top: Vec<String> = r["top"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .take(3)
+                .map(|p| format!("{} ({:.1}%)", p[0], 100.0 * p[1].as_f64().unwrap_or(0.0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let sampled = samples
+        .map(|e| {
+            let n = e["samples"].as_f64().unwrap_or(0.0);
+            let bad = e["invalid_samples"].as_f64().unwrap_or(0.0);
+            format!("{:.1}%", 100.0 * (n - bad) / n.max(1.0))
+        })
+        .unwrap_or_else(|| "–".into());
+    format!(
+        "| {label} | {:.4} | {sampled} | {:.4} | {:.4} | {:.3} | {} |\n",
+        r["valid_mass"].as_f64().unwrap_or(f64::NAN),
+        r["kl_q_u"].as_f64().unwrap_or(f64::NAN),
+        r["kl_u_q"].as_f64().unwrap_or(f64::NAN),
+        r["entropy"].as_f64().unwrap_or(f64::NAN),
+        top.join(", ")
+    )
+}
+
+fn write_results(
+    path: &Path,
+    base: &Value,
+    tuned: &Value,
+    curve: &[(u64, f64, f64, f64)],
+    train_secs: f64,
+    steps: Option<&str>,
+) -> Result<()> {
+    let mut s = String::new();
+    s.push_str("# Random integers in [0, 100]: GFlowNet fine-tuning of SmolLM2-135M-Instruct\n\n");
+    s.push_str("Written by `cargo xtask reproduce rng` (config `configs/rng.toml`");
+    if let Some(n) = steps {
+        s.push_str(&format!(", `--steps {n}`"));
+    }
+    s.push_str(&format!("); this invocation spent {:.1} min in training (0 when it only resumed a finished run).\n\n", train_secs / 60.0));
+    s.push_str(
+        "Prompt: \"The following is a random integer drawn uniformly between 0 and 100: \". ",
+    );
+    s.push_str("*Constrained sampler*: the policy as trained and sampled (digits and EOS only, at least one digit, EOS forced after three). ");
+    s.push_str("*Unconstrained LM*: the same weights without the constraint, log p(digits, EOS | prompt) over the full vocabulary. ");
+    s.push_str("Valid mass and KL are exact (teacher forcing over the 101 answers); \"sampled valid\" is from the histogram draws.\n\n");
+    s.push_str("| model | valid mass (exact) | sampled valid | KL(q‖U) | KL(U‖q) | entropy (uniform 4.615) | top integers |\n|---|---|---|---|---|---|---|\n");
+    s.push_str(&row("base, unconstrained LM", &base["unconstrained"], None));
+    s.push_str(&row(
+        "base, constrained sampler",
+        &base["constrained"],
+        Some(base),
+    ));
+    s.push_str(&row(
+        "GFlowNet-tuned, constrained sampler",
+        &tuned["constrained"],
+        Some(tuned),
+    ));
+    s.push_str(&row(
+        "GFlowNet-tuned, unconstrained LM",
+        &tuned["unconstrained"],
+        None,
+    ));
+    s.push_str("\nThe paper (GPT-J 6B, GPU, Hu et al. 2024, §2): base model 50.5 % valid; PPO 95.8 % valid and skewed; GFlowNet 100 % valid and near-uniform.\n\n");
+    s.push_str("## KL to uniform over wall time (exact, per checkpoint)\n\n| step | wall time (s) | KL(q‖U) | valid mass |\n|---|---|---|---|\n");
+    for (step, secs, kl, mass) in curve {
+        s.push_str(&format!("| {step} | {secs:.0} | {kl:.4} | {mass:.4} |\n"));
+    }
+    s.push_str("\n![histogram](histogram.png)\n\n![KL vs time](kl_vs_time.png)\n");
+    std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
 }
