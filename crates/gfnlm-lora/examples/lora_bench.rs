@@ -3,11 +3,13 @@
 //! materialises `W + s·A·B` on every forward.
 //!
 //! ```text
-//! cargo run --release -p gfnlm-lora --example lora_bench -- <lowrank|burn|none> <train|decode> [reps]
+//! cargo run --release -p gfnlm-lora --example lora_bench -- <lowrank|burn|merged|none> <train|decode> [reps]
 //! ```
 //!
 //! `train`: forward + backward of a batch of 8×29 tokens on the autodiff device (mean token
 //! log-prob loss). `decode`: one KV-cached decode step at batch 8 after a 16-token prompt.
+//! `merged` is the low-rank model after `gfnlm_lora::merge` (decode only; it also prints the
+//! merge and unmerge times). `none` is the plain model (in `train` it trains every weight).
 //! Prints the median and all timings, plus the process's peak resident memory (VmHWM). Run each
 //! configuration in its own process so the peaks are comparable.
 
@@ -80,8 +82,20 @@ fn attach(model: LlamaForCausalLm, mode: &str, device: &Device) -> LlamaForCausa
             eprintln!("burn built-in LoRA: {n} adapter params");
             m
         }
+        "merged" => {
+            let mut m = attach(model, "lowrank", device);
+            let start = Instant::now();
+            let n = gfnlm_lora::merge(&mut m);
+            let merge_ms = start.elapsed().as_secs_f64() * 1e3;
+            let start = Instant::now();
+            gfnlm_lora::unmerge(&mut m);
+            let unmerge_ms = start.elapsed().as_secs_f64() * 1e3;
+            gfnlm_lora::merge(&mut m);
+            println!("merged {n} adapters: merge {merge_ms:.0} ms, unmerge {unmerge_ms:.0} ms");
+            m
+        }
         "none" => model,
-        other => panic!("mode must be lowrank, burn or none, got {other}"),
+        other => panic!("mode must be lowrank, burn, merged or none, got {other}"),
     }
 }
 
