@@ -264,6 +264,8 @@ fn load_dir_detects_each_architecture() {
         ("tiny-gptj", Architecture::GptJ),
     ] {
         let dir = parity_dir().join(name);
+        let tokenizer = gfnlm_models::hf::tokenizer_vocab_size(&dir.join("tokenizer.json"));
+        assert_eq!(tokenizer.unwrap(), 49152, "{name}");
         let (model, config) = load_dir(&dir, &device).unwrap();
         assert_eq!(model.architecture(), arch, "{name}");
         assert_eq!(config.architecture(), arch, "{name}");

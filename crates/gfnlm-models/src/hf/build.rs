@@ -44,11 +44,10 @@ impl TensorReader<'_> {
     /// A PyTorch `nn.Linear` (`{prefix}.weight` `[out, in]`, transposed to burn's `[in, out]`),
     /// with `{prefix}.bias` when `bias`.
     pub fn linear(&self, prefix: &str, bias: bool) -> Result<Linear, HfError> {
-        let (data, shape) = self.weights.read_f32(&format!("{prefix}.weight"))?;
-        let (out, inp) = (shape[0], shape[1]);
-        let t = transpose(&data, out, inp);
-        drop(data);
-        let weight = Tensor::from_data(TensorData::new(t, [inp, out]), self.device);
+        let (t, shape) = self
+            .weights
+            .read_f32_transposed(&format!("{prefix}.weight"))?;
+        let weight = Tensor::from_data(TensorData::new(t, shape), self.device);
         let bias = if bias {
             Some(self.vector(&format!("{prefix}.bias"))?)
         } else {
@@ -62,38 +61,5 @@ impl TensorReader<'_> {
         let weight = self.matrix(&format!("{prefix}.weight"))?;
         let bias = self.vector(&format!("{prefix}.bias"))?;
         Ok(Linear::new(weight, Some(bias)))
-    }
-}
-
-/// Row-major `[rows, cols]` → `[cols, rows]`, in cache-friendly blocks.
-pub(crate) fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const B: usize = 32;
-    let mut out = vec![0.0f32; w.len()];
-    for r0 in (0..rows).step_by(B) {
-        for c0 in (0..cols).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
-                for c in c0..(c0 + B).min(cols) {
-                    out[c * rows + r] = w[r * cols + c];
-                }
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::transpose;
-
-    #[test]
-    fn transpose_moves_every_element() {
-        let (rows, cols) = (37, 70);
-        let w: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-        let t = transpose(&w, rows, cols);
-        for r in 0..rows {
-            for c in 0..cols {
-                assert_eq!(t[c * rows + r], w[r * cols + c]);
-            }
-        }
     }
 }

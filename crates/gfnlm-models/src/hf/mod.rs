@@ -175,35 +175,75 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<(CausalLm, CausalLmConfig
 
 /// Number of token ids (largest id + 1) a `tokenizer.json` defines: its model vocabulary
 /// (BPE/WordPiece map or Unigram list) and its added tokens.
+///
+/// Streams the file through serde without building the token strings.
 pub fn tokenizer_vocab_size(path: &Path) -> Result<usize, HfError> {
     let text = std::fs::read_to_string(path).map_err(|source| HfError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let json: Value = serde_json::from_str(&text).map_err(|source| HfError::Json {
+    let ids: TokenizerIds = serde_json::from_str(&text).map_err(|source| HfError::Json {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut size = 0usize;
-    match json.pointer("/model/vocab") {
-        Some(Value::Object(map)) => {
-            for id in map.values().filter_map(Value::as_u64) {
-                size = size.max(id as usize + 1);
+    let added = ids.added_tokens.iter().map(|t| t.id + 1).max().unwrap_or(0);
+    Ok(ids.model.vocab.0.max(added))
+}
+
+#[derive(serde::Deserialize)]
+struct TokenizerIds {
+    #[serde(default)]
+    model: TokenizerModelIds,
+    #[serde(default)]
+    added_tokens: Vec<AddedTokenId>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct TokenizerModelIds {
+    #[serde(default)]
+    vocab: VocabSize,
+}
+
+#[derive(serde::Deserialize)]
+struct AddedTokenId {
+    id: usize,
+}
+
+/// Largest id + 1 of a `{token: id}` map, or the length of a Unigram `[[token, score], …]`.
+#[derive(Default)]
+struct VocabSize(usize);
+
+impl<'de> serde::Deserialize<'de> for VocabSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = VocabSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a token → id map or a list of tokens")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<VocabSize, A::Error> {
+                let mut size = 0usize;
+                while let Some((_, id)) = m.next_entry::<serde::de::IgnoredAny, usize>()? {
+                    size = size.max(id + 1);
+                }
+                Ok(VocabSize(size))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<VocabSize, A::Error> {
+                let mut size = 0usize;
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    size += 1;
+                }
+                Ok(VocabSize(size))
             }
         }
-        Some(Value::Array(list)) => size = list.len(),
-        _ => {}
+        d.deserialize_any(Visitor)
     }
-    if let Some(Value::Array(added)) = json.get("added_tokens") {
-        for id in added
-            .iter()
-            .filter_map(|t| t.get("id"))
-            .filter_map(Value::as_u64)
-        {
-            size = size.max(id as usize + 1);
-        }
-    }
-    Ok(size)
 }
 
 /// Checks `dir/tokenizer.json` (when present) against an embedding of `embedding_rows` rows.

@@ -275,8 +275,8 @@ impl SafetensorsWeights {
         })
     }
 
-    /// Decodes `name` to f32 (row-major, stored shape), then releases its mapped pages.
-    pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), HfError> {
+    /// The entry of `name` and its bytes in the mapping (offset into the shard, bytes).
+    fn locate(&self, name: &str) -> Result<(&TensorEntry, &Shard, usize, usize), HfError> {
         let entry = self.tensors.get(name).ok_or_else(|| HfError::Tensors {
             dir: self.dir.clone(),
             missing: vec![name.to_string()],
@@ -284,25 +284,9 @@ impl SafetensorsWeights {
             unexpected: Vec::new(),
             unsupported_dtype: Vec::new(),
         })?;
-        let shard = &self.shards[entry.shard];
-        let (begin, end) = (
-            shard.data_start + entry.offsets.0,
-            shard.data_start + entry.offsets.1,
-        );
-        let bytes = &shard.mmap[begin..end];
-        let data: Vec<f32> = match entry.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+        let width = match entry.dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
             other => {
                 return Err(HfError::Tensors {
                     dir: self.dir.clone(),
@@ -313,8 +297,80 @@ impl SafetensorsWeights {
                 });
             }
         };
-        release(&shard.mmap, begin, end - begin);
-        Ok((data, entry.shape.clone()))
+        let shard = &self.shards[entry.shard];
+        Ok((entry, shard, shard.data_start + entry.offsets.0, width))
+    }
+
+    /// Decodes `name` to f32 (row-major, stored shape), releasing its mapped pages as it goes.
+    pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), HfError> {
+        let (entry, shard, begin, width) = self.locate(name)?;
+        let n: usize = entry.shape.iter().product();
+        let mut out = vec![0.0f32; n];
+        for (i, chunk) in out.chunks_mut(CHUNK_ELEMENTS).enumerate() {
+            let at = begin + i * CHUNK_ELEMENTS * width;
+            let len = chunk.len() * width;
+            decode(&shard.mmap[at..at + len], entry.dtype, chunk);
+            release(&shard.mmap, at, len);
+        }
+        Ok((out, entry.shape.clone()))
+    }
+
+    /// Decodes the 2-D tensor `name` (`[rows, cols]`) straight into its transpose
+    /// (`[cols, rows]`, row-major), releasing its mapped pages as it goes: one f32 copy.
+    pub fn read_f32_transposed(&self, name: &str) -> Result<(Vec<f32>, [usize; 2]), HfError> {
+        let (entry, shard, begin, width) = self.locate(name)?;
+        let [rows, cols] = entry.shape[..] else {
+            return Err(HfError::Tensors {
+                dir: self.dir.clone(),
+                missing: Vec::new(),
+                mismatched: vec![(name.to_string(), vec![0, 0], entry.shape.clone())],
+                unexpected: Vec::new(),
+                unsupported_dtype: Vec::new(),
+            });
+        };
+        let mut out = vec![0.0f32; rows * cols];
+        let block = (CHUNK_ELEMENTS / cols.max(1)).clamp(1, rows.max(1));
+        let mut buf = vec![0.0f32; block * cols];
+        for r0 in (0..rows).step_by(block) {
+            let nr = block.min(rows - r0);
+            let at = begin + r0 * cols * width;
+            let len = nr * cols * width;
+            let buf = &mut buf[..nr * cols];
+            decode(&shard.mmap[at..at + len], entry.dtype, buf);
+            release(&shard.mmap, at, len);
+            for c in 0..cols {
+                let dst = &mut out[c * rows + r0..c * rows + r0 + nr];
+                for (r, d) in dst.iter_mut().enumerate() {
+                    *d = buf[r * cols + c];
+                }
+            }
+        }
+        Ok((out, [cols, rows]))
+    }
+}
+
+/// Elements decoded between two page releases (4 MiB of f32).
+const CHUNK_ELEMENTS: usize = 1 << 20;
+
+/// Little-endian f32/f16/bf16 bytes → f32 (`out.len()` elements).
+fn decode(bytes: &[u8], dtype: Dtype, out: &mut [f32]) {
+    match dtype {
+        Dtype::F32 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        Dtype::F16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        Dtype::BF16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        other => unreachable!("dtype {other:?} is rejected before decoding"),
     }
 }
 
