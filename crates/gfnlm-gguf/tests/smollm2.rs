@@ -1,60 +1,42 @@
 //! Parity with the real SmolLM2-135M-Instruct Q4_1 GGUF: hyper-parameters, tensor types and
 //! the dequantised-weight fingerprints recorded by transformers in shared/parity/smollm2.json.
 //!
-//! Needs the model (`GFNLM_SMOLLM2_GGUF`, default
-//! `~/.cache/gfnlm/models/SmolLM2-135M-Instruct.Q4_1.gguf`) and the parity folder
-//! (`GFNLM_SHARED_DIR`, default `shared/` next to or inside the checkout). When either is
-//! absent the test prints why and passes without checking; set `GFNLM_REQUIRE_MODEL=1` to
-//! make that a failure instead.
+//! The model comes from the fetch step (`gfnlm_fetch::ensure_default_model`, i.e. `$GFNLM_MODEL`
+//! or the cache, fetched on first use); the parity folder is `$GFNLM_PARITY_DIR` (default
+//! `../shared/parity` beside the checkout). Either missing is a failure, never a skip.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use gfnlm_gguf::{GgmlType, GgufFile, llama};
 
-fn model_path() -> Option<PathBuf> {
-    let p = std::env::var_os("GFNLM_SMOLLM2_GGUF")
+fn inputs() -> (GgufFile, serde_json::Value) {
+    let model = gfnlm_fetch::ensure_default_model()
+        .unwrap_or_else(|e| panic!("the default model is needed: {e}"));
+    let dir = std::env::var_os("GFNLM_PARITY_DIR")
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| {
-                PathBuf::from(h).join(".cache/gfnlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            })
-        })?;
-    p.is_file().then_some(p)
-}
-
-fn parity_json() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let candidates = [
-        std::env::var_os("GFNLM_SHARED_DIR").map(PathBuf::from),
-        Some(root.join("shared")),
-        Some(root.join("../shared")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .map(|d| d.join("parity/smollm2.json"))
-        .find(|p| p.is_file())
-}
-
-fn inputs() -> Option<(GgufFile, serde_json::Value)> {
-    match (model_path(), parity_json()) {
-        (Some(m), Some(j)) => {
-            let json = serde_json::from_str(&std::fs::read_to_string(j).unwrap()).unwrap();
-            Some((GgufFile::open(m).unwrap(), json))
-        }
-        (m, j) => {
-            let msg = format!("SmolLM2 parity skipped: model found = {m:?}, parity json = {j:?}");
-            assert!(std::env::var_os("GFNLM_REQUIRE_MODEL").is_none(), "{msg}");
-            eprintln!("{msg}");
-            None
-        }
-    }
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/parity"
+            ))
+        });
+    let j = dir.join("smollm2.json");
+    let text = std::fs::read_to_string(&j).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; set GFNLM_PARITY_DIR to the parity folder",
+            j.display()
+        )
+    });
+    (
+        GgufFile::open(model).unwrap(),
+        serde_json::from_str(&text).unwrap(),
+    )
 }
 
 #[test]
 fn hyper_parameters_and_tensor_types_match_transformers() {
-    let Some((file, json)) = inputs() else { return };
+    let (file, json) = inputs();
     let cfg = &json["meta"]["config"];
     let hp = llama::LlamaHParams::from_gguf(&file).unwrap();
     assert_eq!(hp.architecture, "llama");
@@ -115,7 +97,7 @@ fn hyper_parameters_and_tensor_types_match_transformers() {
 
 #[test]
 fn dequantised_weights_match_transformers_fingerprints() {
-    let Some((file, json)) = inputs() else { return };
+    let (file, json) = inputs();
     let hp = llama::LlamaHParams::from_gguf(&file).unwrap();
     let fps = json["meta"]["dequantised_weight_fingerprints"]
         .as_object()
