@@ -4,8 +4,10 @@ use std::fmt;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use gfnlm_models::gpt2::Gpt2LmHeadModel;
+use gfnlm_models::gptj::GptJForCausalLm;
 use gfnlm_models::linear::LoraAdapter;
-use gfnlm_models::{Linear, LlamaForCausalLm};
+use gfnlm_models::{CausalLm, Linear, LlamaForCausalLm};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -76,6 +78,41 @@ impl AdaptableModel for LlamaForCausalLm {
         }
         if let Some(head) = &mut self.lm_head {
             f("lm_head", head);
+        }
+    }
+}
+
+impl AdaptableModel for Gpt2LmHeadModel {
+    fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
+        Gpt2LmHeadModel::for_each_linear(self, f)
+    }
+    fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        Gpt2LmHeadModel::for_each_linear_mut(self, f)
+    }
+}
+
+impl AdaptableModel for GptJForCausalLm {
+    fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
+        GptJForCausalLm::for_each_linear(self, f)
+    }
+    fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        GptJForCausalLm::for_each_linear_mut(self, f)
+    }
+}
+
+impl AdaptableModel for CausalLm {
+    fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
+        match self {
+            CausalLm::Llama(m) => AdaptableModel::for_each_linear(m, f),
+            CausalLm::Gpt2(m) => AdaptableModel::for_each_linear(m, f),
+            CausalLm::GptJ(m) => AdaptableModel::for_each_linear(m, f),
+        }
+    }
+    fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        match self {
+            CausalLm::Llama(m) => AdaptableModel::for_each_linear_mut(m, f),
+            CausalLm::Gpt2(m) => AdaptableModel::for_each_linear_mut(m, f),
+            CausalLm::GptJ(m) => AdaptableModel::for_each_linear_mut(m, f),
         }
     }
 }

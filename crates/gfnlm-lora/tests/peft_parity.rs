@@ -1,14 +1,14 @@
-//! Parity with Python's `peft` on `../shared/parity/tiny-llama-lora` (override the folder with
-//! `GFNLM_PARITY_DIR`): adapted log-probs within 1e-4 of `expected.json`, adapters off equal to
-//! the base model exactly, merged equal to unmerged within 1e-5, and a save that reproduces the
-//! PEFT file's keys, shapes and values.
+//! Parity with Python's `peft` on `../shared/parity/tiny-{llama,gpt2,gptj}-lora` (override the
+//! folder with `GFNLM_PARITY_DIR`): adapted log-probs within 1e-4 of `expected.json` /
+//! `expected-gptj.json`, adapters off equal to the base model exactly, merged equal to unmerged
+//! within 1e-5, and a save that reproduces the PEFT file's keys, shapes and values.
 
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor};
 use gfnlm_lora::*;
-use gfnlm_models::LlamaForCausalLm;
 use gfnlm_models::generate::position_logprobs;
+use gfnlm_models::{LanguageModel, LlamaForCausalLm};
 use serde_json::Value;
 
 fn parity_dir() -> PathBuf {
@@ -23,7 +23,11 @@ fn parity_dir() -> PathBuf {
 }
 
 fn expected() -> Value {
-    let p = parity_dir().join("expected.json");
+    read_expected("expected.json")
+}
+
+fn read_expected(file: &str) -> Value {
+    let p = parity_dir().join(file);
     let text = std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("{}: {e}; set GFNLM_PARITY_DIR", p.display()));
     serde_json::from_str(&text).unwrap()
@@ -62,7 +66,7 @@ fn host(t: Tensor<2>) -> Vec<Vec<f32>> {
 }
 
 /// Compares every recorded log-prob of `variant` with the model; returns the largest error.
-fn check_variant(model: &LlamaForCausalLm, exp: &Value, variant: &str, device: &Device) -> f64 {
+fn check_variant<M: LanguageModel>(model: &M, exp: &Value, variant: &str, device: &Device) -> f64 {
     let fixed = ids(&exp["meta"]["fixed_token_ids"]);
     let mut worst = 0f64;
     for (p, want) in exp["prompts"]
@@ -113,7 +117,7 @@ fn check_variant(model: &LlamaForCausalLm, exp: &Value, variant: &str, device: &
     worst
 }
 
-fn all_logprobs(model: &LlamaForCausalLm, exp: &Value, device: &Device) -> Vec<Tensor<2>> {
+fn all_logprobs<M: LanguageModel>(model: &M, exp: &Value, device: &Device) -> Vec<Tensor<2>> {
     exp["prompts"]
         .as_array()
         .unwrap()
@@ -168,6 +172,64 @@ fn tiny_llama_lora_matches_peft() {
     println!("merged vs unmerged: max |Δ| = {max:.2e}");
     assert!(max < 1e-5, "merged vs unmerged differ by {max}");
     check_variant(&model, &exp, "tiny-llama+lora", &device);
+}
+
+/// The three PEFT checks for one architecture: adapted, disabled (= base, bit-exact), merged.
+fn check_architecture<M: AdaptableModel + LanguageModel>(
+    base: M,
+    exp: &Value,
+    name: &str,
+    adapted_layers: usize,
+    device: &Device,
+) {
+    let base_lp = all_logprobs(&base, exp, device);
+    let mut model = base.clone();
+    let cfg = load_peft(
+        &mut model,
+        &parity_dir().join(format!("{name}-lora")),
+        device,
+    )
+    .unwrap();
+    assert_eq!((cfg.r, cfg.scaling()), (8, 2.0));
+    let worst = check_variant(&model, exp, &format!("{name}+lora"), device);
+    println!("{name}+lora: max |Δ| vs peft = {worst:.2e}");
+    set_adapters_enabled(&mut model, false);
+    for (a, b) in all_logprobs(&model, exp, device).into_iter().zip(&base_lp) {
+        a.into_data().assert_eq(&b.clone().into_data(), true);
+    }
+    check_variant(&model, exp, &format!("{name}+lora(disabled)"), device);
+    set_adapters_enabled(&mut model, true);
+    let unmerged = all_logprobs(&model, exp, device);
+    assert_eq!(merge(&mut model), adapted_layers);
+    let mut max = 0f32;
+    for (a, b) in all_logprobs(&model, exp, device).into_iter().zip(unmerged) {
+        max = max.max((a - b).abs().max().into_scalar::<f32>());
+    }
+    println!("{name}: merged vs unmerged max |Δ| = {max:.2e}");
+    assert!(max < 1e-5, "{name}: merged vs unmerged differ by {max}");
+}
+
+#[test]
+fn tiny_gpt2_lora_matches_peft() {
+    // fan_in_fan_out: true (Conv1D); c_proj matches both attn.c_proj and mlp.c_proj.
+    let device = Device::flex();
+    let (base, _) =
+        gfnlm_models::hf::load_gpt2_dir(&parity_dir().join("tiny-gpt2"), &device).unwrap();
+    check_architecture(base, &expected(), "tiny-gpt2", 8, &device);
+}
+
+#[test]
+fn tiny_gptj_lora_matches_peft() {
+    let device = Device::flex();
+    let (base, _) =
+        gfnlm_models::hf::load_gptj_dir(&parity_dir().join("tiny-gptj"), &device).unwrap();
+    check_architecture(
+        base,
+        &read_expected("expected-gptj.json"),
+        "tiny-gptj",
+        12,
+        &device,
+    );
 }
 
 #[test]
