@@ -274,6 +274,44 @@ mod tests {
     }
 
     #[test]
+    fn dropout_applies_only_on_autodiff_devices() {
+        let with_rate = |d: &Device| {
+            let mut lin = adapted(d);
+            lin.lora.as_mut().unwrap().dropout = 0.5;
+            lin
+        };
+        let plain = Device::flex();
+        let x = Tensor::<2>::ones([64, 3], &plain);
+        let want = adapted(&plain).forward(x.clone()).into_data();
+        // Plain device (scoring, sampling): no dropout.
+        with_rate(&plain)
+            .forward(x.clone())
+            .into_data()
+            .assert_eq(&want, true);
+        // Autodiff device (training): the adapter input is dropped and rescaled by 1/(1-p),
+        // so each row's adapter term is 0 or twice the undropped one; the base term is intact.
+        let ad = plain.autodiff();
+        let lin = with_rate(&ad);
+        let base = Linear::new(lin.weight.val(), lin.bias.as_ref().map(|b| b.val()));
+        let delta =
+            lin.forward(Tensor::<2>::ones([64, 3], &ad)) - base.forward(Tensor::ones([64, 3], &ad));
+        let d: Vec<f32> = delta.into_data().convert::<f32>().try_into_vec().unwrap();
+        // x = 1 and A = [1, 0, −1]: x'·A = 2·(m₀ − m₂) ∈ {−2, 0, 2} for masks m, times scale 2
+        // and B = [0.25, 0.5] gives rows (k, 2k) with k ∈ {−1, 0, 1}; undropped it is (0, 0).
+        let mut distinct = std::collections::BTreeSet::new();
+        for row in d.chunks(2) {
+            let k = row[0];
+            assert!(
+                [-1.0f32, 0.0, 1.0].iter().any(|a| (a - k).abs() < 1e-5),
+                "{row:?}"
+            );
+            assert!((row[1] - 2.0 * k).abs() < 1e-5, "{row:?}");
+            distinct.insert(k.round() as i32);
+        }
+        assert!(distinct.len() > 1, "dropout never fired: {distinct:?}");
+    }
+
+    #[test]
     fn disabled_adapter_is_not_merged() {
         let d = Device::flex();
         let mut lin = adapted(&d);
