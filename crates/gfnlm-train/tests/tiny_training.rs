@@ -65,7 +65,10 @@ fn one_pass_policy_terms_equal_the_step_by_step_sampler() {
                 tokens.pop();
             }
             tokens.truncate(max_len);
-            Trajectory { forced: !ended, tokens }
+            Trajectory {
+                forced: !ended,
+                tokens,
+            }
         })
         .collect();
     let terms = policy_terms(&model, &prompt, &trajs, &constraint, &device);
@@ -75,12 +78,18 @@ fn one_pass_policy_terms_equal_the_step_by_step_sampler() {
     let mut checked = 0;
     for (i, (s, tr)) in samples.iter().zip(&trajs).enumerate() {
         for k in 0..tr.tokens.len() {
-            assert!((pf[i * t + k] - s.token_logprobs[k]).abs() < 1e-4, "row {i} step {k}");
+            assert!(
+                (pf[i * t + k] - s.token_logprobs[k]).abs() < 1e-4,
+                "row {i} step {k}"
+            );
             checked += 1;
         }
         if !tr.forced {
             let n = tr.tokens.len();
-            assert!((pt[i * t1 + n] - s.token_logprobs[n]).abs() < 1e-4, "row {i} ⊤");
+            assert!(
+                (pt[i * t1 + n] - s.token_logprobs[n]).abs() < 1e-4,
+                "row {i} ⊤"
+            );
             checked += 1;
         }
     }
@@ -127,7 +136,14 @@ fn resumed_run_reproduces_the_uninterrupted_run() {
         }
     }
     // The adapters actually learned something.
-    let lp = |m: &LlamaForCausalLm| gfnlm_train::eval::constrained_log_probs(&m.valid(), &tiny_task(), &tiny_task().constraint(-99.0, true), &device.clone().without_autodiff());
+    let lp = |m: &LlamaForCausalLm| {
+        gfnlm_train::eval::constrained_log_probs(
+            &m.valid(),
+            &tiny_task(),
+            &tiny_task().constraint(-99.0, true),
+            &device.clone().without_autodiff(),
+        )
+    };
     let trained = lp(&a.model);
 
     let mut b = Trainer::new(config(), base.clone(), tiny_task(), device.clone()).unwrap();
@@ -142,7 +158,13 @@ fn resumed_run_reproduces_the_uninterrupted_run() {
         assert_eq!(x.step, y.step);
         assert_eq!(x.behaviour, y.behaviour);
         assert_eq!(x.mean_log_r, y.mean_log_r);
-        assert!((x.loss - y.loss).abs() <= 1e-5 * x.loss.abs().max(1.0), "step {}: {} vs {}", x.step, x.loss, y.loss);
+        assert!(
+            (x.loss - y.loss).abs() <= 1e-5 * x.loss.abs().max(1.0),
+            "step {}: {} vs {}",
+            x.step,
+            x.loss,
+            y.loss
+        );
     }
     let resumed = lp(&b.model);
     for (x, y) in trained.iter().zip(&resumed) {
@@ -150,7 +172,14 @@ fn resumed_run_reproduces_the_uninterrupted_run() {
     }
     let fresh = Trainer::new(config(), base, tiny_task(), device.clone()).unwrap();
     let untrained = lp(&fresh.model);
-    let moved = trained.iter().zip(&untrained).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
-    assert!(moved > 1e-3, "four steps at lr 1e-2 should move the policy (moved {moved})");
+    let moved = trained
+        .iter()
+        .zip(&untrained)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 1e-3,
+        "four steps at lr 1e-2 should move the policy (moved {moved})"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
