@@ -40,7 +40,10 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut cache = model.new_cache();
                 model
-                    .forward_last(tokens_tensor(std::slice::from_ref(&tokens), &device), Some(&mut cache))
+                    .forward_last(
+                        tokens_tensor(std::slice::from_ref(&tokens), &device),
+                        Some(&mut cache),
+                    )
                     .into_data()
             })
         });

@@ -56,7 +56,10 @@ fn main() {
     for round in 0..2 {
         let mut cache = m.new_cache();
         let t = Instant::now();
-        let _ = m.forward_last(tokens_tensor(std::slice::from_ref(&prompt), &device), Some(&mut cache));
+        let _ = m.forward_last(
+            tokens_tensor(std::slice::from_ref(&prompt), &device),
+            Some(&mut cache),
+        );
         let prefill = t.elapsed();
         let mut cache = cache.expand_batch(b);
         let (mut body, mut head, mut host) = (0.0, 0.0, 0.0);
