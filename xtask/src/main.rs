@@ -198,9 +198,14 @@ fn row(label: &str, r: &Value, samples: Option<&Value>) -> String {
             format!("{:.1}%", 100.0 * (n - bad) / n.max(1.0))
         })
         .unwrap_or_else(|| "–".into());
+    let mass = r["valid_mass"].as_f64().unwrap_or(f64::NAN);
+    let mass = if mass < 1e-3 {
+        format!("{mass:.3e}")
+    } else {
+        format!("{mass:.4}")
+    };
     format!(
-        "| {label} | {:.4} | {sampled} | {:.4} | {:.4} | {:.3} | {} |\n",
-        r["valid_mass"].as_f64().unwrap_or(f64::NAN),
+        "| {label} | {mass} | {sampled} | {:.4} | {:.4} | {:.3} | {} |\n",
         r["kl_q_u"].as_f64().unwrap_or(f64::NAN),
         r["kl_u_q"].as_f64().unwrap_or(f64::NAN),
         r["entropy"].as_f64().unwrap_or(f64::NAN),
@@ -251,6 +256,6 @@ fn write_results(
     for (step, secs, kl, mass) in curve {
         s.push_str(&format!("| {step} | {secs:.0} | {kl:.4} | {mass:.4} |\n"));
     }
-    s.push_str("\n![histogram](histogram.png)\n\n![KL vs time](kl_vs_time.png)\n");
+    s.push_str("\nThe histogram plots the exact normalised distributions (base: unconstrained LM; tuned: the sampler).\n\n![histogram](histogram.png)\n\n![KL vs time](kl_vs_time.png)\n");
     std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
 }

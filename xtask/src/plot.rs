@@ -42,7 +42,7 @@ pub fn histogram(path: &Path, base: &Value, tuned: &Value) -> Result<()> {
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Sampled integers: base vs GFlowNet-tuned (uniform = 1/101)",
+            "P(answer = k), exact: base LM vs GFlowNet-tuned sampler (uniform = 1/101)",
             ("sans-serif", 22),
         )
         .margin(15)
@@ -52,7 +52,7 @@ pub fn histogram(path: &Path, base: &Value, tuned: &Value) -> Result<()> {
     chart
         .configure_mesh()
         .x_desc("integer")
-        .y_desc("frequency")
+        .y_desc("probability (normalised over 0..100)")
         .draw()?;
     for (data, color, name, shift) in [
         (&b, RED.mix(0.6), "base", -0.2),
