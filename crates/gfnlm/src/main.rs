@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use gfnlm_gguf::GgufFile;
 use gfnlm_models::generate::{SampleOptions, sample, score};
-use gfnlm_models::{LlamaForCausalLm, load_llama_from_gguf, parse_device};
+use gfnlm_models::{CausalLm, LlamaForCausalLm, load_llama_from_gguf, parse_device};
 use gfnlm_tasks::RngTask;
 use gfnlm_tokenizer::Tokenizer;
 use gfnlm_train::eval::RngEvaluation;
@@ -44,7 +44,8 @@ enum Command {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// GGUF file to load (default: the cached SmolLM2-135M-Instruct, fetched on first use).
+    /// GGUF file or Hugging Face folder (config.json + safetensors + tokenizer.json) to load
+    /// (default: the cached SmolLM2-135M-Instruct, fetched on first use).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Compute device: flex | wgpu | tch | tch-cuda[:N] | cuda[:N] (only compiled-in backends).
@@ -140,9 +141,23 @@ struct EvalArgs {
 }
 
 struct Loaded {
-    model: LlamaForCausalLm,
+    model: CausalLm,
     tokenizer: Tokenizer,
     device: Device,
+}
+
+impl Loaded {
+    /// The Llama model, for the commands that only support that family so far.
+    fn into_llama(self, what: &str) -> Result<(LlamaForCausalLm, Tokenizer, Device)> {
+        match self.model {
+            CausalLm::Llama(m) => Ok((m, self.tokenizer, self.device)),
+            other => bail!(
+                "`gfnlm {what}` supports Llama-family models so far; this checkpoint is {:?} \
+                 (sample and score work with every architecture)",
+                other.architecture()
+            ),
+        }
+    }
 }
 
 fn load(args: &ModelArgs) -> Result<Loaded> {
@@ -152,23 +167,36 @@ fn load(args: &ModelArgs) -> Result<Loaded> {
         None => gfnlm_fetch::ensure_default_model()?,
     };
     let t0 = Instant::now();
-    let gguf = GgufFile::open(&path)?;
-    let tokenizer = Tokenizer::from_gguf(&gguf)
-        .with_context(|| format!("building the tokenizer from {}", path.display()))?;
-    let (model, config) = load_llama_from_gguf(&gguf, &device)?;
-    if tokenizer.vocab_size() != config.vocab_size {
+    let (model, tokenizer) = if path.is_dir() {
+        let tok_path = path.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&tok_path).with_context(|| {
+            format!(
+                "loading {} (HF folders need a tokenizer.json)",
+                tok_path.display()
+            )
+        })?;
+        let (model, _) = CausalLm::load(&path, &device)?;
+        (model, tokenizer)
+    } else {
+        let gguf = GgufFile::open(&path)?;
+        let tokenizer = Tokenizer::from_gguf(&gguf)
+            .with_context(|| format!("building the tokenizer from {}", path.display()))?;
+        let (model, _) = load_llama_from_gguf(&gguf, &device)?;
+        (CausalLm::Llama(model), tokenizer)
+    };
+    if tokenizer.vocab_size() > model.vocab_size() {
         bail!(
-            "{}: the tokenizer has {} tokens but the embedding has {} rows",
+            "{}: the tokenizer has {} tokens but the embedding has only {} rows",
             path.display(),
             tokenizer.vocab_size(),
-            config.vocab_size
+            model.vocab_size()
         );
     }
     eprintln!(
-        "gfnlm: loaded {} ({} layers, hidden {}) on {:?} in {:.2}s",
+        "gfnlm: loaded {} ({:?}, {} layers) on {:?} in {:.2}s",
         path.display(),
-        config.num_hidden_layers,
-        config.hidden_size,
+        model.architecture(),
+        model.num_layers(),
         device,
         t0.elapsed().as_secs_f64()
     );
@@ -299,10 +327,10 @@ fn run_train(args: TrainArgs) -> Result<()> {
     if let Some(s) = args.steps {
         cfg.steps = s;
     }
-    let l = load(&args.model)?;
-    let device = l.device.clone().autodiff();
-    let model = l.model.to_device(&device);
-    let task = RngTask::new(&l.tokenizer, None, cfg.task.invalid_log_reward)?;
+    let (model, tokenizer, plain) = load(&args.model)?.into_llama("train")?;
+    let device = plain.autodiff();
+    let model = model.to_device(&device);
+    let task = RngTask::new(&tokenizer, None, cfg.task.invalid_log_reward)?;
     let mut trainer = Trainer::new(cfg.clone(), model, task, device)?;
     let ckpt_dir = args.out.join("checkpoints");
     std::fs::create_dir_all(&args.out)
@@ -407,9 +435,9 @@ fn print_rng_eval(name: &str, e: &RngEvaluation) {
 fn run_eval(args: EvalArgs) -> Result<()> {
     check_task(&args.task)?;
     let cfg = load_config(&args.config)?;
-    let mut l = load(&args.model)?;
+    let (mut model, tokenizer, device) = load(&args.model)?.into_llama("eval")?;
     if let Some(dir) = &args.adapter {
-        let lc = gfnlm_lora::load_peft(&mut l.model, dir, &l.device)?;
+        let lc = gfnlm_lora::load_peft(&mut model, dir, &device)?;
         eprintln!(
             "gfnlm: adapter {} (r = {}, α = {})",
             dir.display(),
@@ -417,16 +445,16 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             lc.alpha
         );
     }
-    let task = RngTask::new(&l.tokenizer, None, cfg.task.invalid_log_reward)?;
+    let task = RngTask::new(&tokenizer, None, cfg.task.invalid_log_reward)?;
     let constraint = task.constraint(cfg.task.vocab_alpha, cfg.task.restrict_vocab);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let e = gfnlm_train::eval::evaluate_rng(
-        &l.model,
+        &model,
         &task,
         &constraint,
         args.samples,
         &mut rng,
-        &l.device,
+        &device,
     );
     print_rng_eval(
         if args.adapter.is_some() {
