@@ -227,7 +227,12 @@ fn write_results(
     if let Some(n) = steps {
         s.push_str(&format!(", `--steps {n}`"));
     }
-    s.push_str(&format!("); this invocation spent {:.1} min in training (0 when it only resumed a finished run).\n\n", train_secs / 60.0));
+    let total = curve.last().map(|c| c.1).unwrap_or(f64::NAN);
+    s.push_str(&format!(
+        "). Training wall time of the run (metrics.jsonl): {:.1} min; this invocation spent {:.1} min training (0 when it only resumed a finished run).\n\n",
+        total / 60.0,
+        train_secs / 60.0
+    ));
     s.push_str(
         "Prompt: \"The following is a random integer drawn uniformly between 0 and 100: \". ",
     );

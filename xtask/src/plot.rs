@@ -24,19 +24,24 @@ fn register_font() -> Result<()> {
     Ok(())
 }
 
-fn normalised(e: &Value) -> Vec<f64> {
-    let h: Vec<f64> = e["histogram"]
+/// The normalised exact distribution q̂(k) = q(k⊤) / Σ q of one report.
+fn normalised(report: &Value) -> Vec<f64> {
+    let p: Vec<f64> = report["probs"]
         .as_array()
         .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect())
         .unwrap_or_default();
-    let n: f64 = h.iter().sum::<f64>().max(1.0);
-    h.iter().map(|c| c / n).collect()
+    let n: f64 = p.iter().sum::<f64>();
+    p.iter().map(|c| c / n).collect()
 }
 
-/// Sampled distributions of base and tuned over 0..=100, with the uniform line.
+/// Exact distributions over 0..=100: the base LM (unconstrained, as one would sample it) and the
+/// tuned sampler, with the uniform line.
 pub fn histogram(path: &Path, base: &Value, tuned: &Value) -> Result<()> {
     register_font()?;
-    let (b, t) = (normalised(base), normalised(tuned));
+    let (b, t) = (
+        normalised(&base["unconstrained"]),
+        normalised(&tuned["constrained"]),
+    );
     let ymax = b.iter().chain(&t).cloned().fold(0.02, f64::max) * 1.1;
     let root = BitMapBackend::new(path, (1000, 500)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -55,8 +60,8 @@ pub fn histogram(path: &Path, base: &Value, tuned: &Value) -> Result<()> {
         .y_desc("probability (normalised over 0..100)")
         .draw()?;
     for (data, color, name, shift) in [
-        (&b, RED.mix(0.6), "base", -0.2),
-        (&t, BLUE.mix(0.8), "tuned", 0.2),
+        (&b, RED.mix(0.6), "base SmolLM2 (unconstrained)", -0.2),
+        (&t, BLUE.mix(0.8), "GFlowNet-tuned sampler", 0.2),
     ] {
         chart
             .draw_series(data.iter().enumerate().map(|(k, &p)| {
