@@ -40,7 +40,7 @@ impl Sample {
 }
 
 /// Host-side copy of a `[rows, vocab]` tensor.
-fn rows_to_host(t: Tensor<2>) -> Vec<Vec<f32>> {
+pub fn rows_to_host(t: Tensor<2>) -> Vec<Vec<f32>> {
     let [r, v] = t.dims();
     let flat: Vec<f32> = t
         .into_data()

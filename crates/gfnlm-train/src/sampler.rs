@@ -2,7 +2,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use gfnlm_models::LlamaForCausalLm;
-use gfnlm_models::generate::tokens_tensor;
+use gfnlm_models::generate::{rows_to_host, tokens_tensor};
 use gfnlm_tasks::Constraint;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -66,16 +66,6 @@ fn draw(p: &[f64], rng: &mut ChaCha8Rng) -> usize {
         }
     }
     p.iter().rposition(|&x| x > 0.0).unwrap_or(0)
-}
-
-fn rows_to_host(t: Tensor<2>) -> Vec<Vec<f32>> {
-    let [r, v] = t.dims();
-    let flat: Vec<f32> = t
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .expect("f32 logits");
-    (0..r).map(|i| flat[i * v..(i + 1) * v].to_vec()).collect()
 }
 
 /// Samples `n` trajectories after `prompt` from `model` (use a no-grad copy: `model.valid()`).
