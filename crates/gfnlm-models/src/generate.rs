@@ -290,3 +290,89 @@ pub fn score_continuations(
         })
         .collect()
 }
+
+/// Per-step log-probabilities of sequences after one prompt, from ONE teacher-forced pass.
+#[derive(Debug, Clone)]
+pub struct TeacherForced {
+    /// log p(seq\[k\] | prompt, seq\[..k\]), `[B, T]` (T = longest sequence; padding meaningless).
+    pub token: Tensor<2>,
+    /// log p(`termination` | prompt, seq\[..k\]) for every prefix k = 0..=T, `[B, T+1]`.
+    pub termination: Tensor<2>,
+    /// T.
+    pub steps: usize,
+}
+
+/// Teacher-forces `sequences` (right-padded) after `prompt` in one pass: the prompt runs once
+/// at batch 1 and its KV cache is broadcast, so gradients (on an autodiff device) flow through
+/// it once. `logit_offsets` `[vocab]` are added to the logits before the log-softmax (a
+/// vocabulary constraint); no temperature.
+pub fn teacher_forced(
+    model: &(impl LanguageModel + ?Sized),
+    prompt: &[u32],
+    sequences: &[Vec<u32>],
+    termination: u32,
+    logit_offsets: Option<&[f32]>,
+    device: &Device,
+) -> TeacherForced {
+    let b = sequences.len();
+    assert!(b > 0, "teacher_forced: empty batch");
+    assert!(
+        !prompt.is_empty(),
+        "teacher_forced: the prompt must have at least one token"
+    );
+    let steps = sequences.iter().map(Vec::len).max().unwrap_or(0);
+    let mut cache = model.new_cache();
+    let first = model.forward_last(tokens_tensor(&[prompt.to_vec()], device), Some(&mut cache));
+    let vocab = first.dims()[1];
+    let first = first.reshape([1, 1, vocab]).expand([b, 1, vocab]);
+    let logits = if steps > 0 {
+        let padded: Vec<Vec<u32>> = sequences
+            .iter()
+            .map(|s| {
+                let mut r = s.clone();
+                r.resize(steps, termination);
+                r
+            })
+            .collect();
+        let mut cache = cache.expand_batch(b);
+        let rest = model.forward(tokens_tensor(&padded, device), Some(&mut cache));
+        Tensor::cat(vec![first, rest], 1)
+    } else {
+        first
+    };
+    let logits = match logit_offsets {
+        Some(o) => {
+            assert_eq!(
+                o.len(),
+                vocab,
+                "teacher_forced: one offset per vocabulary entry"
+            );
+            let o = Tensor::<1>::from_data(TensorData::new(o.to_vec(), [vocab]), device);
+            logits + o.reshape([1, 1, vocab])
+        }
+        None => logits,
+    };
+    let lp = log_softmax(logits, 2);
+    let t = termination as usize;
+    let termination = lp
+        .clone()
+        .slice([0..b, 0..steps + 1, t..t + 1])
+        .reshape([b, steps + 1]);
+    let token = if steps > 0 {
+        let idx: Vec<i64> = sequences
+            .iter()
+            .flat_map(|s| (0..steps).map(move |k| s.get(k).copied().unwrap_or(0) as i64))
+            .collect();
+        let idx = Tensor::<3, Int>::from_data(TensorData::new(idx, [b, steps, 1]), device);
+        lp.slice([0..b, 0..steps, 0..vocab])
+            .gather(2, idx)
+            .reshape([b, steps])
+    } else {
+        Tensor::zeros([b, 0], device)
+    };
+    TeacherForced {
+        token,
+        termination,
+        steps,
+    }
+}

@@ -12,6 +12,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Tensor, TensorData};
 use gfnlm_lora::{LoraConfig, apply_lora_seeded, set_adapters_enabled};
 use gfnlm_objectives::{TrajectoryBatch, modified_subtb};
+use gfnlm_rewards::LmLikelihood;
 use gfnlm_tasks::Constraint;
 use gfnlm_train::{policy_terms, sample_trajectories};
 use rand::SeedableRng;
@@ -63,34 +64,15 @@ fn main() {
         let t1 = Instant::now();
         let mut base = policy;
         set_adapters_enabled(&mut base, false);
-        let bt = policy_terms(&base, &prompt, &trajs, &constraint, &plain);
-        let t = bt.steps;
+        let seqs: Vec<Vec<u32>> = trajs.iter().map(|t| t.tokens.clone()).collect();
+        let rewards =
+            LmLikelihood::new(constraint.termination).log_rewards(&base, &prompt, &seqs, &plain);
         let b = trajs.len();
-        // log R_k = Σ_{i<k} log p_base(z_i) + log p_base(⊤ | s_k); prefixes below min_len: -99.
-        let pf: Vec<f32> = bt
-            .log_pf
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .unwrap();
-        let pt: Vec<f32> = bt
-            .log_pterm
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .unwrap();
+        let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
         let mut log_r = vec![0f32; b * (t + 1)];
-        for i in 0..b {
-            let mut acc = 0f32;
-            for k in 0..=trajs[i].tokens.len() {
-                log_r[i * (t + 1) + k] = if k < constraint.min_len {
-                    -99.0
-                } else {
-                    acc + pt[i * (t + 1) + k]
-                };
-                if k < t {
-                    acc += pf[i * t + k];
-                }
+        for (i, r) in rewards.iter().enumerate() {
+            for (k, v) in r.iter().enumerate() {
+                log_r[i * (t + 1) + k] = *v as f32;
             }
         }
         let t_reward = t1.elapsed().as_secs_f64();
