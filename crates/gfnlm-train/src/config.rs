@@ -225,3 +225,37 @@ impl TrainConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_parse_and_validate() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"));
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                TrainConfig::from_file(&p).unwrap();
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = toml::from_str::<TrainConfig>("stepz = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stepz"), "{e}");
+        let cfg = TrainConfig {
+            replay_prob: 0.8,
+            tempered_prob: 0.5,
+            ..TrainConfig::default()
+        };
+        let e = cfg.validate().unwrap_err();
+        assert!(e.contains("replay_prob + tempered_prob"), "{e}");
+    }
+}
