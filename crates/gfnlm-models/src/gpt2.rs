@@ -12,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::KvCache;
+use crate::head::{last_position, tied_logits};
 use crate::linear::Linear;
 use crate::llama::Embedding;
 
@@ -385,24 +386,6 @@ impl Gpt2LmHeadModel {
     pub fn forward_last(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<2> {
         self.logits(last_position(self.forward_hidden(tokens, cache)))
     }
-}
-
-/// `[batch, seq, d]` → `[batch, d]` at the last position.
-pub(crate) fn last_position(h: Tensor<3>) -> Tensor<2> {
-    let [b, t, d] = h.dims();
-    h.slice([0..b, t - 1..t, 0..d]).reshape([b, d])
-}
-
-/// Tied head: `logitsᵀ = E · hᵀ`, keeping the `[vocab, hidden]` table in its stored layout.
-pub(crate) fn tied_logits<const D: usize>(embed: Tensor<2>, hidden: Tensor<D>) -> Tensor<D> {
-    let dims = hidden.dims();
-    let rows: usize = dims[..D - 1].iter().product();
-    let h2: Tensor<2> = hidden.reshape([rows, dims[D - 1]]);
-    let vocab = embed.dims()[0];
-    let logits = embed.matmul(h2.transpose()).transpose();
-    let mut out = dims;
-    out[D - 1] = vocab;
-    logits.reshape(out)
 }
 
 impl Gpt2LmHeadModel {

@@ -12,7 +12,8 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::KvCache;
-use crate::gpt2::{Activation, LayerNorm, last_position};
+use crate::gpt2::{Activation, LayerNorm};
+use crate::head::last_position;
 use crate::linear::Linear;
 use crate::llama::{Embedding, RotaryEmbedding};
 

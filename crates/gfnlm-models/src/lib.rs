@@ -9,6 +9,7 @@ pub mod device;
 pub mod generate;
 pub mod gpt2;
 pub mod gptj;
+mod head;
 pub mod hf;
 pub mod linear;
 pub mod llama;

@@ -19,6 +19,7 @@ use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::KvCache;
+use crate::head::{last_position, tied_logits};
 use crate::linear::Linear;
 
 /// Hyper-parameters of a Llama-family model (field names follow HF's `config.json`).
@@ -275,18 +276,7 @@ impl LlamaForCausalLm {
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            // Tied head: logitsᵀ = E · hᵀ keeps the [vocab, hidden] table in its stored layout.
-            None => {
-                let dims = hidden.dims();
-                let rows: usize = dims[..D - 1].iter().product();
-                let h2: Tensor<2> = hidden.reshape([rows, dims[D - 1]]);
-                let embed = self.model.embed_tokens.weight.val();
-                let vocab = embed.dims()[0];
-                let logits = embed.matmul(h2.transpose()).transpose();
-                let mut out = dims;
-                out[D - 1] = vocab;
-                logits.reshape(out)
-            }
+            None => tied_logits(self.model.embed_tokens.weight.val(), hidden),
         }
     }
 
@@ -298,9 +288,6 @@ impl LlamaForCausalLm {
 
     /// Logits `[batch, vocab]` at the last position only (prefill and decode steps).
     pub fn forward_last(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<2> {
-        let h = self.forward_hidden(tokens, cache);
-        let [b, t, d] = h.dims();
-        let last = h.slice([0..b, t - 1..t, 0..d]).reshape([b, d]);
-        self.logits(last)
+        self.logits(last_position(self.forward_hidden(tokens, cache)))
     }
 }
