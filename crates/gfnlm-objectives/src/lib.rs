@@ -37,6 +37,7 @@ mod batch;
 mod diagnostics;
 mod error;
 mod losses;
+pub mod reference;
 
 pub use batch::TrajectoryBatch;
 pub use diagnostics::{Diagnostics, diagnostics};
