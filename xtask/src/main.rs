@@ -5,7 +5,11 @@
 //!   `configs/rng.toml`, evaluate base vs tuned, write `results/rng/results.md`, the histogram
 //!   and the KL-vs-wall-time curve. Re-running resumes an interrupted training run.
 //! - `bench [criterion args]`: run the criterion benches in release mode.
+//! - `setup-backend wgpu|tch`: install what a backend needs (Vulkan driver / LibTorch in a venv).
+//! - `backend-env tch`: print the `export` lines to build and run with that backend.
+//! - `test-backends [wgpu] [tch]`: set up and run the cross-backend tests (flex vs the others).
 
+mod backend;
 mod plot;
 
 use std::path::{Path, PathBuf};
@@ -14,8 +18,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-const USAGE: &str =
-    "usage: cargo xtask <fetch-model | reproduce rng [--steps N] [--out DIR] | bench [ARGS...]>";
+const USAGE: &str = "usage: cargo xtask <fetch-model | reproduce rng [--steps N] [--out DIR] [--device D] \
+     | bench [ARGS...] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +42,20 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Some("setup-backend") => {
+            if args.len() < 2 {
+                bail!(
+                    "setup-backend: name one or more of {}\n{USAGE}",
+                    backend::BACKENDS.join(", ")
+                );
+            }
+            args[1..].iter().try_for_each(|b| backend::setup(b))
+        }
+        Some("backend-env") => match args.get(1) {
+            Some(b) => backend::print_env(b),
+            None => bail!("backend-env: name a backend (tch, wgpu)\n{USAGE}"),
+        },
+        Some("test-backends") => backend::test(&args[1..]),
         Some(other) => bail!("unknown task '{other}'\n{USAGE}"),
         None => bail!("{USAGE}"),
     }
@@ -57,17 +75,44 @@ fn fetch_model() -> Result<()> {
     Ok(())
 }
 
-/// Runs the release `gfnlm` binary through cargo with `args`.
-fn gfnlm(args: &[&str]) -> Result<()> {
-    let status = Command::new(env!("CARGO"))
-        .args(["run", "--release", "--quiet", "-p", "gfnlm", "--"])
+/// The cargo feature that compiles in the backend of a `--device` name.
+fn device_feature(device: &str) -> Result<&'static str> {
+    Ok(match device.split(':').next().unwrap_or(device) {
+        "flex" | "cpu" => "flex",
+        "wgpu" => "wgpu",
+        "tch" | "tch-cuda" => "tch",
+        "cuda" => "cuda",
+        other => bail!("unknown device '{other}' (flex, wgpu, tch, tch-cuda[:N], cuda[:N])"),
+    })
+}
+
+/// Runs the release `gfnlm` binary through cargo with `args`, built with the backend of
+/// `device` (and its environment, see `backend`), passing `--device` on.
+fn gfnlm_on(device: &str, args: &[&str]) -> Result<()> {
+    let feature = device_feature(device)?;
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["run", "--release", "--quiet", "-p", "gfnlm"]);
+    if feature != "flex" {
+        cmd.args(["--features", feature]);
+        for (k, v) in backend::env_vars(feature)? {
+            cmd.env(k, v);
+        }
+    }
+    let status = cmd
+        .arg("--")
         .args(args)
+        .args(["--device", device])
         .status()
         .context("running cargo")?;
     if !status.success() {
         bail!("gfnlm {} failed: {status}", args.join(" "));
     }
     Ok(())
+}
+
+/// Runs the release `gfnlm` binary on flex.
+fn gfnlm(args: &[&str]) -> Result<()> {
+    gfnlm_on("flex", args)
 }
 
 fn read_json(p: &Path) -> Result<Value> {
@@ -78,11 +123,13 @@ fn read_json(p: &Path) -> Result<Value> {
 fn reproduce_rng(rest: &[String]) -> Result<()> {
     let mut out = PathBuf::from("results/rng");
     let mut steps: Option<String> = None;
+    let mut device = "flex".to_string();
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--out" => out = PathBuf::from(it.next().context("--out needs a folder")?),
             "--steps" => steps = Some(it.next().context("--steps needs a number")?.clone()),
+            "--device" => device = it.next().context("--device needs a name")?.clone(),
             other => bail!("reproduce rng: unknown argument '{other}'"),
         }
     }
@@ -96,7 +143,7 @@ fn reproduce_rng(rest: &[String]) -> Result<()> {
     if let Some(s) = &steps {
         train_args.extend(["--steps", s]);
     }
-    gfnlm(&train_args)?;
+    gfnlm_on(&device, &train_args)?;
     let train_secs = t0.elapsed().as_secs_f64();
 
     let base_json = out.join("eval-base.json");

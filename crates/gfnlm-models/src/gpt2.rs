@@ -6,11 +6,10 @@
 //! `[in, out]` already, which is burn's [`Linear`] layout.
 
 use burn::module::{Module, Param};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::attention::causal_attention;
 use crate::cache::KvCache;
 use crate::head::{last_position, tied_logits};
 use crate::linear::Linear;
@@ -251,12 +250,7 @@ impl Gpt2Attention {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let options = AttentionModuleOptions {
-            scale: Some(self.scale),
-            softcap: None,
-            is_causal: true,
-        };
-        let out = attention(q, k, v, None, None, options);
+        let out = causal_attention(q, k, v, Some(self.scale));
         self.c_proj.forward(out.swap_dims(1, 2).reshape([b, t, d]))
     }
 }

@@ -6,11 +6,10 @@
 //! `lm_head`.
 
 use burn::module::{Module, Param};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::attention::causal_attention;
 use crate::cache::KvCache;
 use crate::gpt2::{Activation, LayerNorm};
 use crate::head::last_position;
@@ -239,12 +238,7 @@ impl GptJAttention {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: true,
-        };
-        let out = attention(q, k, v, None, None, options);
+        let out = causal_attention(q, k, v, None);
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([b, t, d]))
     }

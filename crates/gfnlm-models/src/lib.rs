@@ -3,6 +3,7 @@
 //! The model code is device-generic: tensors carry a run-time [`burn::tensor::Device`] and no
 //! backend is named here. Weight loading ([`load`]) is kept apart from the math ([`llama`]).
 
+pub mod attention;
 pub mod cache;
 pub mod causal_lm;
 pub mod device;

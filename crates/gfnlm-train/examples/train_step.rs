@@ -3,7 +3,9 @@
 //! a 9-token prompt, batch 8, up to 20 new tokens, LM-likelihood reward (base = adapters off),
 //! modified SubTB, one AdamW step.
 //!
-//! `cargo run --release -p gfnlm-train --example train_step [-- STEPS]`
+//! `cargo run --release -p gfnlm-train --example train_step [-- STEPS]`; another backend:
+//! `GFNLM_BENCH_DEVICE=tch cargo run --release -p gfnlm-train --features tch --example train_step`
+//! (see docs/backends.md). Prints one CSV row per step and the medians.
 
 use std::time::Instant;
 
@@ -22,7 +24,9 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let plain = gfnlm_models::parse_device("flex").unwrap();
+    let spec = std::env::var("GFNLM_BENCH_DEVICE").unwrap_or_else(|_| "flex".into());
+    let plain = gfnlm_models::parse_device(&spec).unwrap_or_else(|e| panic!("{e}"));
+    println!("device: {spec}");
     let device = plain.clone().autodiff();
     let path = gfnlm_fetch::ensure_default_model().unwrap();
     let (model, _) = gfnlm_models::load_llama_gguf(&path, &device).unwrap();
@@ -54,6 +58,7 @@ fn main() {
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     println!("step, sample_s, reward_s, fwd_bwd_s, optim_s, total_s, mean_len, loss");
+    let mut rows: Vec<[f64; 5]> = Vec::new();
     for step in 0..steps {
         let t0 = Instant::now();
         let policy = model.valid();
@@ -96,9 +101,30 @@ fn main() {
         let _ = model.model.norm.weight.val().into_data(); // sync
         let t_opt = t3.elapsed().as_secs_f64();
         let mean_len = lengths.iter().sum::<usize>() as f64 / b as f64;
+        let total = t0.elapsed().as_secs_f64();
         println!(
-            "{step}, {t_sample:.3}, {t_reward:.3}, {t_fb:.3}, {t_opt:.3}, {:.3}, {mean_len:.1}, {loss_v:.3}",
-            t0.elapsed().as_secs_f64()
+            "{step}, {t_sample:.3}, {t_reward:.3}, {t_fb:.3}, {t_opt:.3}, {total:.3}, {mean_len:.1}, {loss_v:.3}"
         );
+        rows.push([t_sample, t_reward, t_fb, t_opt, total]);
     }
+    // Medians over the steps after the first (warm-up: allocation, kernel compilation).
+    let timed = if rows.len() > 1 {
+        &rows[1..]
+    } else {
+        &rows[..]
+    };
+    let median = |i: usize| {
+        let mut v: Vec<f64> = timed.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!(
+        "median ({spec}, {} steps after the first): sample {:.3} s, reward {:.3} s, fwd+bwd {:.3} s, optim {:.3} s, total {:.3} s",
+        timed.len(),
+        median(0),
+        median(1),
+        median(2),
+        median(3),
+        median(4)
+    );
 }

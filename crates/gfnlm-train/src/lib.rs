@@ -14,6 +14,7 @@
 pub mod buffer;
 pub mod config;
 pub mod eval;
+pub mod log_z;
 pub mod policy;
 pub mod sampler;
 pub mod schedule;
@@ -21,6 +22,7 @@ pub mod trainer;
 
 pub use buffer::ReplayBuffer;
 pub use config::TrainConfig;
+pub use log_z::LogZ;
 pub use policy::{PolicyTerms, policy_terms, sequence_log_probs};
 pub use sampler::{Trajectory, sample_trajectories};
 pub use trainer::{StepStats, TrainError, Trainer};

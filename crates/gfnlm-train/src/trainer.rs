@@ -10,7 +10,9 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use gfnlm_lora::{AdaptableModel, LoraConfig};
 use gfnlm_models::LlamaForCausalLm;
-use gfnlm_objectives::{TrajectoryBatch, diagnostics, modified_db, modified_subtb, vargrad};
+use gfnlm_objectives::{
+    TrajectoryBatch, diagnostics, modified_db, modified_subtb, trajectory_balance, vargrad,
+};
 use gfnlm_tasks::{Constraint, RngTask};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::buffer::{Entry, ReplayBuffer};
 use crate::config::{Objective, TrainConfig};
+use crate::log_z::LogZ;
 use crate::policy::policy_terms;
 use crate::sampler::sample_trajectories;
 use crate::schedule::{LrSchedule, RewardTemperature};
@@ -83,6 +86,9 @@ pub struct StepStats {
     pub skipped: usize,
     /// Wall-clock seconds of the step.
     pub seconds: f64,
+    /// log Z after the step (objective `tb` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_z: Option<f64>,
 }
 
 /// Serialisable state beside the adapters and optimizer in a checkpoint.
@@ -93,6 +99,8 @@ struct RunState {
     buffer: ReplayBuffer,
     nonfinite_streak: usize,
     config: TrainConfig,
+    #[serde(default)]
+    log_z: LogZ,
 }
 
 /// A GFlowNet fine-tuning run on the random-integer task.
@@ -109,6 +117,8 @@ pub struct Trainer {
     pub buffer: ReplayBuffer,
     /// Optimizer steps done.
     pub step: usize,
+    /// Learned log Z (used by objective `tb` only).
+    pub log_z: LogZ,
     optim: burn::optim::ModuleOptimizer,
     device: Device,
     rng: ChaCha8Rng,
@@ -176,6 +186,7 @@ impl Trainer {
             task,
             constraint,
             step: 0,
+            log_z: LogZ::default(),
             optim,
             device,
             nonfinite_streak: 0,
@@ -216,6 +227,7 @@ impl Trainer {
         let (mut losses, mut term_r, mut lens) = (Vec::new(), Vec::new(), Vec::new());
         let (mut behaviour, mut skipped, mut var) = (Vec::new(), 0, 0.0);
         let valid_device = self.device.clone().without_autodiff();
+        let mut log_z_grad = 0.0;
         for _ in 0..self.cfg.grad_accum {
             let u: f64 = self.rng.random();
             let replay = (u < self.cfg.replay_prob)
@@ -290,11 +302,17 @@ impl Trainer {
             if t == self.constraint.max_len && trajs.iter().any(|t| t.forced) {
                 batch = batch.with_forced_stop(self.constraint.max_len)?;
             }
+            let mut log_z_t = None;
             let loss = match self.cfg.objective {
                 Objective::Subtb => modified_subtb(&batch, self.cfg.subtb_lambda)?,
                 Objective::Db => modified_db(&batch)?,
                 Objective::Vargrad => vargrad(&batch)?,
-                Objective::Tb => return Err(TrainError::Config("objective 'tb' needs a learned log Z, which the trainer does not hold yet; use 'vargrad' (log-Z-free TB) or 'subtb'".into())),
+                Objective::Tb => {
+                    let z = TensorData::new(vec![self.log_z.value as f32], [1]);
+                    let z = Tensor::<1>::from_data(z, &self.device).require_grad();
+                    log_z_t = Some(z.clone());
+                    trajectory_balance(&batch, z)?
+                }
             };
             let value = loss.clone().into_scalar::<f32>() as f64;
             if !value.is_finite() {
@@ -325,6 +343,9 @@ impl Trainer {
                 .map(|d| d.log_ratio_var)
                 .unwrap_or(f64::NAN);
             let grads = loss.div_scalar(self.cfg.grad_accum as f64).backward();
+            if let Some(g) = log_z_t.and_then(|z| z.grad(&grads)) {
+                log_z_grad += g.into_scalar::<f32>() as f64;
+            }
             accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
             losses.push(value);
             term_r.extend(rewards.iter().map(|r| *r.last().unwrap()));
@@ -333,6 +354,10 @@ impl Trainer {
         let grads = accum.grads();
         if !grads.is_empty() {
             self.model = self.optim.step(lr, self.model.clone(), grads);
+        }
+        let tb = self.cfg.objective == Objective::Tb;
+        if tb && !losses.is_empty() {
+            self.log_z.step(log_z_grad, self.cfg.lr_log_z);
         }
         self.step += 1;
         let n = term_r.len().max(1) as f64;
@@ -350,6 +375,7 @@ impl Trainer {
             behaviour,
             skipped,
             seconds: t0.elapsed().as_secs_f64(),
+            log_z: tb.then_some(self.log_z.value),
         })
     }
 
@@ -375,6 +401,7 @@ impl Trainer {
             buffer: self.buffer.clone(),
             nonfinite_streak: self.nonfinite_streak,
             config: self.cfg.clone(),
+            log_z: self.log_z.clone(),
         };
         let sp = tmp.join("state.json");
         fs::write(
@@ -430,6 +457,7 @@ impl Trainer {
         self.rng = state.rng;
         self.buffer = state.buffer;
         self.nonfinite_streak = state.nonfinite_streak;
+        self.log_z = state.log_z;
         Ok(())
     }
 }

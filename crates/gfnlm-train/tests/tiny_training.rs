@@ -122,7 +122,32 @@ fn config() -> TrainConfig {
 
 #[test]
 fn resumed_run_reproduces_the_uninterrupted_run() {
-    let out = std::env::temp_dir().join(format!("gfnlm-resume-test-{}", std::process::id()));
+    check_resume(config(), "subtb");
+}
+
+/// Trajectory balance learns log Z beside the adapters; it is checkpointed and resumed too.
+#[test]
+fn tb_learns_log_z_and_resumes_it() {
+    let cfg = TrainConfig {
+        objective: gfnlm_train::config::Objective::Tb,
+        lr_log_z: 0.3,
+        ..config()
+    };
+    let stats = check_resume(cfg, "tb");
+    let z: Vec<f64> = stats
+        .iter()
+        .map(|s| s.log_z.expect("tb logs log Z"))
+        .collect();
+    // Adam's first step moves by exactly lr_log_z; later steps keep moving it.
+    assert!((z[0].abs() - 0.3).abs() < 1e-9, "first log Z step: {z:?}");
+    assert!(z.windows(2).all(|w| w[0] != w[1]), "log Z stalled: {z:?}");
+}
+
+/// Runs 4 steps, checkpoints at 2, resumes a second trainer from there and compares; returns
+/// the uninterrupted run's stats.
+fn check_resume(cfg: TrainConfig, tag: &str) -> Vec<gfnlm_train::StepStats> {
+    let config = || cfg.clone();
+    let out = std::env::temp_dir().join(format!("gfnlm-resume-test-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let device = gfnlm_models::parse_device("flex").unwrap().autodiff();
     let base = tiny(&device);
@@ -158,6 +183,7 @@ fn resumed_run_reproduces_the_uninterrupted_run() {
         assert_eq!(x.step, y.step);
         assert_eq!(x.behaviour, y.behaviour);
         assert_eq!(x.mean_log_r, y.mean_log_r);
+        assert_eq!(x.log_z, y.log_z, "step {}: log Z", x.step);
         assert!(
             (x.loss - y.loss).abs() <= 1e-5 * x.loss.abs().max(1.0),
             "step {}: {} vs {}",
@@ -182,4 +208,5 @@ fn resumed_run_reproduces_the_uninterrupted_run() {
         "four steps at lr 1e-2 should move the policy (moved {moved})"
     );
     let _ = std::fs::remove_dir_all(&out);
+    stats_a
 }

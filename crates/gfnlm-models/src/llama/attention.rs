@@ -2,10 +2,9 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
 use super::rope::RotaryEmbedding;
+use crate::attention::causal_attention;
 use crate::cache::KvCache;
 use crate::linear::Linear;
 
@@ -66,12 +65,7 @@ impl LlamaAttention {
         let k = repeat_kv(k, h / kvh);
         let v = repeat_kv(v, h / kvh);
 
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: true,
-        };
-        let out = attention(q, k, v, None, None, options);
+        let out = causal_attention(q, k, v, None);
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
         self.o_proj.forward(out)
     }

@@ -1,0 +1,69 @@
+//! Decode and prefill throughput of the default model on one device, without criterion (so it
+//! builds with whatever backend features are on): batch 1 and 8, 9-token prompt, 20 new tokens,
+//! median of 5 runs after a warm-up run.
+//!
+//! `GFNLM_BENCH_DEVICE=tch cargo run --release -p gfnlm-models --features tch --example decode_throughput`
+
+use std::time::Instant;
+
+use gfnlm_models::generate::{SampleOptions, sample, tokens_tensor};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let spec = std::env::var("GFNLM_BENCH_DEVICE").unwrap_or_else(|_| "flex".into());
+    let device = gfnlm_models::parse_device(&spec).unwrap_or_else(|e| panic!("{e}"));
+    let path = gfnlm_fetch::ensure_default_model().expect("default model");
+    let (model, _) = gfnlm_models::load_llama_gguf(&path, &device).expect("model loads");
+    // "Once upon a time, there was a little" (9 tokens).
+    let prompt: Vec<u32> = vec![6403, 1980, 253, 655, 28, 665, 436, 253, 1838];
+    let new_tokens = 20;
+    let runs = 5;
+    for batch in [1usize, 8] {
+        let opts = SampleOptions {
+            num_samples: batch,
+            max_new_tokens: new_tokens,
+            temperature: 1.0,
+            seed: 0,
+            stop_token: None,
+        };
+        let times: Vec<f64> = (0..=runs)
+            .map(|_| {
+                let t = Instant::now();
+                let s = sample(&model, &prompt, &opts, &device);
+                assert_eq!(s.len(), batch);
+                t.elapsed().as_secs_f64()
+            })
+            .skip(1)
+            .collect();
+        let m = median(times);
+        println!(
+            "{spec}: decode batch {batch}: {:.1} tok/s (median {m:.3} s for {} tokens)",
+            (batch * new_tokens) as f64 / m,
+            batch * new_tokens
+        );
+    }
+    let tokens: Vec<u32> = (0..128).map(|i| prompt[i % prompt.len()]).collect();
+    let times: Vec<f64> = (0..=runs)
+        .map(|_| {
+            let t = Instant::now();
+            let mut cache = model.new_cache();
+            let _ = model
+                .forward_last(
+                    tokens_tensor(std::slice::from_ref(&tokens), &device),
+                    Some(&mut cache),
+                )
+                .into_data();
+            t.elapsed().as_secs_f64()
+        })
+        .skip(1)
+        .collect();
+    let m = median(times);
+    println!(
+        "{spec}: prefill 128 tokens: {:.1} tok/s (median {m:.3} s)",
+        128.0 / m
+    );
+}

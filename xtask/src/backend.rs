@@ -1,0 +1,255 @@
+//! Backends beyond flex: install what each needs, give the environment to build with it, run
+//! the cross-backend tests.
+//!
+//! - wgpu: a Vulkan driver. On a machine without a GPU that is Mesa's lavapipe (CPU), from
+//!   Debian's `mesa-vulkan-drivers`.
+//! - tch: LibTorch 2.9.0 (what burn-tch 0.22.1 links). PyPI's `torch==2.9.0` wheel carries it;
+//!   it goes into a venv under the gfnlm cache, and the build/run environment points at it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The LibTorch version burn-tch 0.22.1 (torch-sys 0.22) is built against.
+pub const TORCH_VERSION: &str = "2.9.0";
+
+/// Backends `setup-backend` and `test-backends` know.
+pub const BACKENDS: [&str; 2] = ["wgpu", "tch"];
+
+fn venv_dir() -> Result<PathBuf> {
+    Ok(gfnlm_fetch::cache_dir()?
+        .join("backends")
+        .join(format!("torch-{TORCH_VERSION}")))
+}
+
+/// `import torch` in the venv and return its version and library folder, if that works.
+fn torch_in_venv(venv: &Path) -> Option<(String, PathBuf)> {
+    let out = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import torch, os; print(torch.__version__.split('+')[0]); print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    Some((lines.next()?.to_string(), PathBuf::from(lines.next()?)))
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: could not start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Vulkan ICD files Mesa's lavapipe installs.
+fn lavapipe_present() -> bool {
+    ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("lvp_icd"))
+}
+
+fn setup_wgpu() -> Result<()> {
+    if lavapipe_present() {
+        println!("wgpu: a Vulkan driver (Mesa lavapipe) is installed");
+        return Ok(());
+    }
+    println!("wgpu: installing Mesa's Vulkan drivers (lavapipe runs wgpu on the CPU) with apt-get");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let apt = |args: &[&str]| {
+        let mut c = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    let hint = "install it by hand: `sudo apt-get install -y mesa-vulkan-drivers` (Debian/Ubuntu), \
+                or your distribution's Vulkan driver";
+    if run(
+        &mut apt(&["install", "-y", "-qq", "mesa-vulkan-drivers"]),
+        "apt-get install",
+    )
+    .is_err()
+    {
+        run(&mut apt(&["update", "-qq"]), "apt-get update").context(hint)?;
+        run(
+            &mut apt(&["install", "-y", "-qq", "mesa-vulkan-drivers"]),
+            "apt-get install mesa-vulkan-drivers",
+        )
+        .context(hint)?;
+    }
+    if !lavapipe_present() {
+        bail!("mesa-vulkan-drivers is installed but no lavapipe ICD file was found; {hint}");
+    }
+    Ok(())
+}
+
+fn setup_tch() -> Result<PathBuf> {
+    let venv = venv_dir()?;
+    if let Some((v, _)) = torch_in_venv(&venv) {
+        if v == TORCH_VERSION {
+            println!("tch: torch {v} is installed in {}", venv.display());
+            return Ok(venv);
+        }
+        println!(
+            "tch: {} has torch {v}, want {TORCH_VERSION}; reinstalling",
+            venv.display()
+        );
+    }
+    println!(
+        "tch: installing torch=={TORCH_VERSION} from PyPI into {} (~4 GB with its nvidia-* wheels; LibTorch is inside)",
+        venv.display()
+    );
+    std::fs::create_dir_all(venv.parent().expect("cache subfolder"))?;
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv (on Debian: apt-get install python3-venv)",
+    )?;
+    run(
+        Command::new(venv.join("bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("torch=={TORCH_VERSION}"),
+        ]),
+        &format!("pip install torch=={TORCH_VERSION}"),
+    )?;
+    match torch_in_venv(&venv) {
+        Some((v, _)) if v == TORCH_VERSION => Ok(venv),
+        other => bail!(
+            "{}: torch did not import after installing ({other:?}); delete the folder and run again",
+            venv.display()
+        ),
+    }
+}
+
+/// Installs what `backend` needs (idempotent).
+pub fn setup(backend: &str) -> Result<()> {
+    match backend {
+        "wgpu" => setup_wgpu(),
+        "tch" => {
+            setup_tch()?;
+            println!(
+                "tch: to build and run with it, in your shell:\n  eval \"$(cargo xtask backend-env tch)\""
+            );
+            Ok(())
+        }
+        "flex" => {
+            println!("flex needs nothing: it is the default backend");
+            Ok(())
+        }
+        other => bail!(
+            "unknown backend '{other}' (setup-backend knows: {})",
+            BACKENDS.join(", ")
+        ),
+    }
+}
+
+/// Environment variables that build and run code with `backend` compiled in.
+pub fn env_vars(backend: &str) -> Result<Vec<(String, String)>> {
+    match backend {
+        "tch" => {
+            let venv = venv_dir()?;
+            let (version, lib) = torch_in_venv(&venv).with_context(|| {
+                format!(
+                    "no torch in {}: run `cargo xtask setup-backend tch` first",
+                    venv.display()
+                )
+            })?;
+            if version != TORCH_VERSION {
+                bail!(
+                    "{} has torch {version}, burn-tch needs {TORCH_VERSION}: run `cargo xtask setup-backend tch`",
+                    venv.display()
+                );
+            }
+            let path = format!(
+                "{}:{}",
+                venv.join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            let ld = match std::env::var("LD_LIBRARY_PATH") {
+                Ok(old) if !old.is_empty() => format!("{}:{old}", lib.display()),
+                _ => lib.display().to_string(),
+            };
+            Ok(vec![
+                ("VIRTUAL_ENV".into(), venv.display().to_string()),
+                ("PATH".into(), path),
+                ("LIBTORCH_USE_PYTORCH".into(), "1".into()),
+                ("LD_LIBRARY_PATH".into(), ld),
+            ])
+        }
+        "wgpu" => {
+            let mut v = vec![("CUBECL_AUTOTUNE_LEVEL".into(), "minimal".into())];
+            // Mesa's Vulkan loader complains on every start without one (harmless, but noisy).
+            if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+                let dir = std::env::temp_dir().join("gfnlm-xdg-runtime");
+                std::fs::create_dir_all(&dir)?;
+                v.push(("XDG_RUNTIME_DIR".into(), dir.display().to_string()));
+            }
+            Ok(v)
+        }
+        "flex" => Ok(vec![]),
+        other => bail!(
+            "unknown backend '{other}' (known: flex, {})",
+            BACKENDS.join(", ")
+        ),
+    }
+}
+
+/// Prints `export` lines for `eval "$(cargo xtask backend-env tch)"`.
+pub fn print_env(backend: &str) -> Result<()> {
+    for (k, v) in env_vars(backend)? {
+        println!("export {k}='{v}'");
+    }
+    Ok(())
+}
+
+/// Sets up `backends`, then runs the cross-backend tests with all of them compiled in.
+pub fn test(backends: &[String]) -> Result<()> {
+    let backends: Vec<String> = if backends.is_empty() {
+        BACKENDS.iter().map(|s| s.to_string()).collect()
+    } else {
+        backends.to_vec()
+    };
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "gfnlm-backend-tests",
+        "--features",
+        &backends.join(","),
+    ]);
+    for b in &backends {
+        setup(b)?;
+        for (k, v) in env_vars(b)? {
+            cmd.env(k, v);
+        }
+    }
+    println!(
+        "running the cross-backend tests on flex, {}",
+        backends.join(", ")
+    );
+    run(cmd.args(["--", "--nocapture"]), "cross-backend tests")
+}
