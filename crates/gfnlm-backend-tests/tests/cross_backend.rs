@@ -488,7 +488,7 @@ fn cached_decoding_equals_a_full_forward_on_every_backend() {
         // One token at a time after the prompt.
         let mut cache = model.new_cache();
         let mut logits = model.forward_last(
-            tokens_tensor(&[fx.prompt.clone()], &device),
+            tokens_tensor(std::slice::from_ref(&fx.prompt), &device),
             Some(&mut cache),
         );
         for (k, &tok) in seq.iter().enumerate() {
