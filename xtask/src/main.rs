@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 const USAGE: &str = "usage: cargo xtask <fetch-model | reproduce rng [--steps N] [--out DIR] [--device D] \
-     | bench [ARGS...] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch]>";
+     | bench [ARGS...] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch] [cuda]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,8 +1,9 @@
 //! Decode and prefill throughput of the default model on one device, without criterion (so it
-//! builds with whatever backend features are on): batch 1 and 8, 9-token prompt, 20 new tokens,
-//! median of 5 runs after a warm-up run.
+//! builds with whatever backend features are on; it lives here rather than in gfnlm-models,
+//! whose criterion dev-dependency changes feature unification and rebuilds burn): batch 1 and 8,
+//! 9-token prompt, 20 new tokens, median of 5 runs after a warm-up run.
 //!
-//! `GFNLM_BENCH_DEVICE=tch cargo run --release -p gfnlm-models --features tch --example decode_throughput`
+//! `GFNLM_BENCH_DEVICE=tch cargo run --release -p gfnlm-train --features tch --example decode_throughput`
 
 use std::time::Instant;
 
