@@ -217,7 +217,7 @@ pub fn env_vars(backend: &str) -> Result<Vec<(String, String)>> {
             }
             Ok(v)
         }
-        "flex" => Ok(vec![]),
+        "flex" | "cuda" => Ok(vec![]),
         other => bail!(
             "unknown backend '{other}' (known: flex, {})",
             BACKENDS.join(", ")
