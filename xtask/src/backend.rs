@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 pub const TORCH_VERSION: &str = "2.9.0";
 
 /// Backends `setup-backend` and `test-backends` know (`cuda` is compiled only: its tests run
-/// where `GFNLM_TEST_DEVICES` names a CUDA device).
+/// where `GFNLM_TEST_DEVICES` names a CUDA device; its build downloads LLVM, so not offline).
 pub const BACKENDS: [&str; 3] = ["wgpu", "tch", "cuda"];
 
 fn venv_dir() -> Result<PathBuf> {
@@ -162,8 +162,9 @@ pub fn setup(backend: &str) -> Result<()> {
         }
         "cuda" => {
             println!(
-                "cuda: needs an NVIDIA driver at run time only (CubeCL loads CUDA dynamically); \
-                 it builds anywhere, and its tests run where GFNLM_TEST_DEVICES names cuda"
+                "cuda: needs an NVIDIA driver at run time only (CubeCL loads CUDA dynamically), \
+                 but building it downloads LLVM (tracel-llvm-bundler), so it builds only with \
+                 internet access; its tests run where GFNLM_TEST_DEVICES names cuda"
             );
             Ok(())
         }
@@ -234,7 +235,7 @@ pub fn print_env(backend: &str) -> Result<()> {
 }
 
 /// Sets up `backends`, then runs the cross-backend tests with all of them compiled in
-/// (default: wgpu and tch; `cuda` adds a compile-only check on machines without a GPU).
+/// (default: wgpu and tch; `cuda` adds burn's CubeCL CUDA backend, which needs internet to build).
 pub fn test(backends: &[String]) -> Result<()> {
     let backends: Vec<String> = if backends.is_empty() {
         vec!["wgpu".into(), "tch".into()]
