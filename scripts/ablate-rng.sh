@@ -15,6 +15,7 @@ shift || true
 declare -A OVERRIDES=(
   [subtb]=""
   [tb]='objective = "tb"'
+  [tb-lr1]=$'objective = "tb"\nlr_log_z = 1.0'
   [vargrad]='objective = "vargrad"'
   [db]='objective = "db"'
   [lambda0.9]='subtb_lambda = 0.9'
