@@ -5,8 +5,6 @@
 //!
 //! Backends: everything compiled in (`--features wgpu,tch`), or `GFNLM_TEST_DEVICES`.
 
-use std::path::PathBuf;
-
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::activation::log_softmax;
@@ -18,6 +16,7 @@ use gfnlm_models::generate::{position_logprobs, tokens_tensor};
 use gfnlm_objectives::reference::HostBatch;
 use gfnlm_objectives::{TrajectoryBatch, modified_db, modified_subtb, trajectory_balance, vargrad};
 use gfnlm_tasks::Constraint;
+use gfnlm_test_support::parity_dir;
 use gfnlm_train::{Trajectory, policy_terms};
 
 const TOL: f64 = 1e-4;
@@ -213,17 +212,6 @@ fn objectives_values_and_gradients_agree_across_backends() {
 }
 
 // ------------------------------------------------------------------------- LoRA step
-
-fn parity_dir() -> PathBuf {
-    std::env::var_os("GFNLM_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/parity"
-            ))
-        })
-}
 
 const MAX_LEN: usize = 4;
 const LR: f64 = 1e-2;

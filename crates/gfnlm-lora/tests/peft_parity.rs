@@ -3,24 +3,12 @@
 //! `expected-gptj.json`, adapters off equal to the base model exactly, merged equal to unmerged
 //! within 1e-5, and a save that reproduces the PEFT file's keys, shapes and values.
 
-use std::path::PathBuf;
-
 use burn::tensor::{Device, Tensor};
 use gfnlm_lora::*;
 use gfnlm_models::generate::position_logprobs;
 use gfnlm_models::{LanguageModel, LlamaForCausalLm};
+use gfnlm_test_support::parity_dir;
 use serde_json::Value;
-
-fn parity_dir() -> PathBuf {
-    std::env::var_os("GFNLM_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/parity"
-            ))
-        })
-}
 
 fn expected() -> Value {
     read_expected("expected.json")

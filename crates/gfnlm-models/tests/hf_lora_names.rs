@@ -3,20 +3,9 @@
 //! of the walker with the adapter's input and output widths.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use gfnlm_models::hf::{SafetensorsWeights, load_gpt2_dir, load_gptj_dir};
-
-fn parity_dir() -> PathBuf {
-    std::env::var_os("GFNLM_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/parity"
-            ))
-        })
-}
+use gfnlm_test_support::parity_dir;
 
 /// `module name → (in, out)` from a PEFT adapter's `lora_A [r, in]` / `lora_B [out, r]`.
 fn adapter_targets(adapter: &str) -> BTreeMap<String, (usize, usize)> {

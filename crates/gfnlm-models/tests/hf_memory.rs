@@ -5,21 +5,11 @@
 //! Set `GFNLM_MEMORY_MODEL` to a GGUF file or a Hugging Face folder to print the same numbers
 //! for that model (see `docs/models.md`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Tensor;
 use gfnlm_models::CausalLm;
-
-fn parity_dir() -> PathBuf {
-    std::env::var_os("GFNLM_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/parity"
-            ))
-        })
-}
+use gfnlm_test_support::parity_dir;
 
 /// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`).
 fn status_bytes(field: &str) -> Option<u64> {

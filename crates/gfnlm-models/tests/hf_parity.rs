@@ -7,27 +7,15 @@
 //! position, raw last-position logits, and the 10-token greedy continuation of prompt 0 with
 //! and without the KV cache.
 
-use std::path::PathBuf;
-
 use burn::tensor::Device;
 use gfnlm_models::generate::tokens_tensor;
 use gfnlm_models::hf::Architecture;
 use gfnlm_models::hf::{load_dir, load_gpt2_dir, load_gptj_dir, load_llama_dir};
 use gfnlm_models::{CausalLm, KvCache};
+use gfnlm_test_support::parity_dir;
 use serde_json::Value;
 
 const TOL: f64 = 1e-4;
-
-fn parity_dir() -> PathBuf {
-    std::env::var_os("GFNLM_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/parity"
-            ))
-        })
-}
 
 fn reference(file: &str) -> Value {
     let p = parity_dir().join(file);

@@ -3,24 +3,13 @@
 //!
 //! The model comes from the fetch step (`cargo xtask fetch-model`), never from the repo.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use burn::tensor::Device;
 use gfnlm_models::generate::{position_logprobs, score_continuations};
 use gfnlm_models::{LlamaForCausalLm, load_llama_gguf};
+use gfnlm_test_support::parity_dir;
 use serde_json::Value;
-
-fn parity_dir() -> PathBuf {
-    std::env::var_os("GFNLM_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/parity"
-            ))
-        })
-}
 
 fn reference() -> &'static Value {
     static R: OnceLock<Value> = OnceLock::new();

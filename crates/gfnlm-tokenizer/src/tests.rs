@@ -1,17 +1,7 @@
 //! Unit tests of `Tokenizer::from_parts` against SmolLM2's tokenizer.json.
 
 use super::*;
-
-fn parity_dir() -> PathBuf {
-    std::env::var_os("GFNLM_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/parity"
-            ))
-        })
-}
+use gfnlm_test_support::parity_dir;
 
 fn tokenizer_json() -> PathBuf {
     parity_dir().join("tiny-llama/tokenizer.json")
