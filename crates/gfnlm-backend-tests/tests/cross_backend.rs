@@ -518,3 +518,99 @@ fn cached_decoding_equals_a_full_forward_on_every_backend() {
         }
     }
 }
+
+/// Loss, log q(token) and LoRA gradients of the fixture's batch under `model` (autodiff).
+fn loss_and_gradients(
+    model: &LlamaForCausalLm,
+    fx: &Fixture,
+    ad: &Device,
+) -> (f64, Vec<f64>, Vec<f64>) {
+    let (loss, log_pf) = loss_of(model, fx, ad);
+    let value = scalar(loss.clone());
+    let g = loss.backward();
+    let mut grads = Vec::new();
+    model.for_each_linear(&mut |name, l| {
+        if let Some(a) = &l.lora {
+            for p in [&a.lora_a, &a.lora_b] {
+                let t = p
+                    .val()
+                    .grad(&g)
+                    .unwrap_or_else(|| panic!("{name}: no gradient"));
+                grads.extend(to_host(t));
+            }
+        }
+    });
+    (value, log_pf, grads)
+}
+
+/// Mixed precision (`gfnlm_models::precision`): with the frozen weights stored in bf16 or f16
+/// the products run in that dtype, yet log-probs, loss and LoRA gradients stay within the
+/// narrow dtype's rounding of the f32 values, on every backend.
+#[test]
+fn narrow_frozen_weights_track_f32_on_every_backend() {
+    use burn::tensor::DType;
+    use gfnlm_models::WeightPrecision;
+    let fx = fixture();
+    for (name, device) in backends_under_test() {
+        let ad = device.clone().autodiff();
+        let (loss, log_pf, grads) = loss_and_gradients(&adapted_model(&ad), &fx, &ad);
+        let norm = grads.iter().map(|g| g * g).sum::<f64>().sqrt();
+        for (precision, dtype) in [
+            (WeightPrecision::Bf16, DType::BF16),
+            (WeightPrecision::F16, DType::F16),
+        ] {
+            let mut model = adapted_model(&ad);
+            if !device.supports_dtype(precision.float_dtype()) {
+                let err = model
+                    .set_weight_precision(precision)
+                    .expect_err("an unsupported dtype must be refused");
+                println!("{name}: {precision} refused: {err}");
+                assert_eq!(base_values(&model), base_values(&adapted_model(&ad)));
+                continue;
+            }
+            model
+                .set_weight_precision(precision)
+                .expect("supported precision");
+            model.for_each_linear(&mut |n, l| {
+                assert_eq!(l.weight.val().dtype(), dtype, "{name}: {n} not cast");
+                let a = l.lora.as_ref().expect("adapter");
+                assert_eq!(
+                    a.lora_a.val().dtype(),
+                    DType::F32,
+                    "{name}: {n} adapter cast"
+                );
+            });
+            let (loss_n, log_pf_n, grads_n) = loss_and_gradients(&model, &fx, &ad);
+            let what = format!("{name}, {precision} vs f32");
+            // bf16 keeps 8 mantissa bits (relative rounding 2⁻⁹ ≈ 0.002) on weights and inputs.
+            let worst = log_pf
+                .iter()
+                .zip(&log_pf_n)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(worst < 0.05, "{what}: max |Δ log q| {worst}");
+            assert!(
+                worst > 0.0,
+                "{what}: identical log-probs: the narrow path did not run"
+            );
+            assert!(
+                (loss - loss_n).abs() < 0.02 * loss.abs().max(1.0),
+                "{what}: loss {loss_n} vs {loss}"
+            );
+            let diff = grads
+                .iter()
+                .zip(&grads_n)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f64>()
+                .sqrt();
+            assert!(
+                diff < 0.03 * norm,
+                "{what}: |Δ∇| {diff:.3e} vs |∇| {norm:.3e}"
+            );
+            println!(
+                "{what}: max |Δ log q| {worst:.2e}, loss {loss_n:.5} vs {loss:.5}, |Δ∇|/|∇| {:.2e}",
+                diff / norm
+            );
+        }
+    }
+}

@@ -15,6 +15,7 @@ pub mod hf;
 pub mod linear;
 pub mod llama;
 pub mod load;
+pub mod precision;
 
 pub use cache::KvCache;
 pub use causal_lm::{CausalLm, CausalLmConfig, LanguageModel};
@@ -22,3 +23,4 @@ pub use device::{compiled_backends, parse_device};
 pub use linear::Linear;
 pub use llama::{LlamaConfig, LlamaForCausalLm};
 pub use load::{LoadError, llama_config_from_gguf, load_llama_from_gguf, load_llama_gguf};
+pub use precision::{UnsupportedPrecision, WeightPrecision};

@@ -7,7 +7,9 @@
 //! when a single dense weight is wanted.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, FloatDType, Tensor};
+
+use crate::precision::{cast_param, matmul_in_weight_dtype};
 
 /// A LoRA adapter on one [`Linear`]: `Δy = scale · dropout(x)·A·B`.
 ///
@@ -112,13 +114,15 @@ impl Linear {
     ///
     /// Leading dimensions are flattened so the product is one `[rows, d_in] × [d_in, d_out]`
     /// matrix multiply (a batched product of `[1, d_in]` rows re-reads the weight per row).
-    /// An enabled, unmerged adapter adds `scale·(x·A)·B`.
+    /// An enabled, unmerged adapter adds `scale·(x·A)·B`. A weight stored in a narrower dtype
+    /// (see [`cast_weight`](Self::cast_weight)) is multiplied in that dtype; the output has
+    /// `x`'s dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
         let x2: Tensor<2> = x.reshape([rows, dims[D - 1]]);
         let lora = self.lora.as_ref().filter(|l| l.enabled && !l.merged);
-        let mut y = x2.clone().matmul(self.weight.val());
+        let mut y = matmul_in_weight_dtype(x2.clone(), self.weight.val());
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze::<2>();
         }
@@ -141,7 +145,10 @@ impl Linear {
             return false;
         };
         let delta = l.delta().detach();
-        self.update_weight(|w| w + delta);
+        self.update_weight(|w| {
+            let dtype = w.dtype();
+            (w.cast(FloatDType::F32) + delta).cast(FloatDType::from(dtype))
+        });
         if let Some(l) = self.lora.as_mut() {
             l.merged = true;
         }
@@ -156,11 +163,20 @@ impl Linear {
             return false;
         };
         let delta = l.delta().detach();
-        self.update_weight(|w| w - delta);
+        self.update_weight(|w| {
+            let dtype = w.dtype();
+            (w.cast(FloatDType::F32) - delta).cast(FloatDType::from(dtype))
+        });
         if let Some(l) = self.lora.as_mut() {
             l.merged = false;
         }
         true
+    }
+
+    /// Stores the (frozen) weight in `dtype`, e.g. bf16 for mixed precision
+    /// ([`crate::precision`]). The bias and the adapter stay in their dtype (f32).
+    pub fn cast_weight(&mut self, dtype: FloatDType) {
+        self.weight = cast_param(self.weight.clone(), dtype);
     }
 
     /// Switches the adapter on (policy) or off (base model). Turning off a merged adapter

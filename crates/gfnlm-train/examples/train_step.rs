@@ -5,7 +5,8 @@
 //!
 //! `cargo run --release -p gfnlm-train --example train_step [-- STEPS]`; another backend:
 //! `GFNLM_BENCH_DEVICE=tch cargo run --release -p gfnlm-train --features tch --example train_step`
-//! (see docs/backends.md). Prints one CSV row per step and the medians.
+//! (see docs/backends.md). `GFNLM_BENCH_PRECISION=bf16` stores the frozen weights in bf16
+//! (mixed precision, `gfnlm_models::precision`). Prints one CSV row per step and the medians.
 
 use std::time::Instant;
 
@@ -26,11 +27,20 @@ fn main() {
         .unwrap_or(5);
     let spec = std::env::var("GFNLM_BENCH_DEVICE").unwrap_or_else(|_| "flex".into());
     let plain = gfnlm_models::parse_device(&spec).unwrap_or_else(|e| panic!("{e}"));
-    println!("device: {spec}");
+    let merged_sampling = std::env::var("GFNLM_BENCH_MERGED").is_ok_and(|v| v == "1");
+    println!("device: {spec}, merged sampling: {merged_sampling}");
     let device = plain.clone().autodiff();
     let path = gfnlm_fetch::ensure_default_model().unwrap();
     let (model, _) = gfnlm_models::load_llama_gguf(&path, &device).unwrap();
     let mut model = model;
+    let precision: gfnlm_models::WeightPrecision = std::env::var("GFNLM_BENCH_PRECISION")
+        .unwrap_or_else(|_| "f32".into())
+        .parse()
+        .unwrap_or_else(|e| panic!("GFNLM_BENCH_PRECISION: {e}"));
+    model
+        .set_weight_precision(precision)
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("weight precision: {precision}");
     let lora = LoraConfig::new(
         64,
         16.0,
@@ -62,8 +72,22 @@ fn main() {
     for step in 0..steps {
         let t0 = Instant::now();
         let policy = model.valid();
-        let trajs =
-            sample_trajectories(&policy, &prompt, 8, &constraint, 1.0, 0.0, &mut rng, &plain);
+        let trajs = if merged_sampling {
+            let mut sampler = policy.clone();
+            gfnlm_lora::merge(&mut sampler);
+            sample_trajectories(
+                &sampler,
+                &prompt,
+                8,
+                &constraint,
+                1.0,
+                0.0,
+                &mut rng,
+                &plain,
+            )
+        } else {
+            sample_trajectories(&policy, &prompt, 8, &constraint, 1.0, 0.0, &mut rng, &plain)
+        };
         let t_sample = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();

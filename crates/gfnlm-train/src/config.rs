@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use gfnlm_models::WeightPrecision;
 use serde::{Deserialize, Serialize};
 
 /// Which GFlowNet objective to minimise.
@@ -128,6 +129,10 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Stop after this many non-finite losses in a row.
     pub max_nonfinite_in_a_row: usize,
+    /// Storage dtype of the frozen base weights during training (`f32`, `bf16`, `f16`): the
+    /// large products run in it, everything else in f32 (`gfnlm_models::precision`). `bf16`
+    /// pays off on LibTorch (`--device tch`) on CPUs with AMX/AVX512-BF16 and on GPUs.
+    pub precision: WeightPrecision,
     /// LoRA.
     pub lora: LoraSection,
     /// Task.
@@ -160,6 +165,7 @@ impl Default for TrainConfig {
             reward_temp_horizon: 0,
             checkpoint_every: 50,
             max_nonfinite_in_a_row: 5,
+            precision: WeightPrecision::F32,
             lora: LoraSection::default(),
             task: TaskSection::default(),
         }

@@ -174,6 +174,8 @@ impl Trainer {
         );
         gfnlm_lora::apply_lora_seeded(&mut base, &lora_config(&cfg), cfg.seed, &device)?;
         stable_adapter_ids(&mut base);
+        base.set_weight_precision(cfg.precision)
+            .map_err(|e| TrainError::Config(e.to_string()))?;
         let constraint = task.constraint(cfg.task.vocab_alpha, cfg.task.restrict_vocab);
         let optim = AdamWConfig::new()
             .with_weight_decay(cfg.weight_decay as f32)

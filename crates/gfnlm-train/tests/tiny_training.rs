@@ -143,6 +143,23 @@ fn tb_learns_log_z_and_resumes_it() {
     assert!(z.windows(2).all(|w| w[0] != w[1]), "log Z stalled: {z:?}");
 }
 
+/// Mixed precision (`precision = "bf16"`): frozen weights stored in bf16, adapters in f32; the
+/// run still learns and resumes exactly.
+#[test]
+fn bf16_frozen_weights_train_and_resume() {
+    let cfg = TrainConfig {
+        precision: gfnlm_models::WeightPrecision::Bf16,
+        ..config()
+    };
+    let device = gfnlm_models::parse_device("flex").unwrap().autodiff();
+    let t = Trainer::new(cfg.clone(), tiny(&device), tiny_task(), device).unwrap();
+    let q = &t.model.model.layers[0].self_attn.q_proj;
+    assert_eq!(q.weight.val().dtype(), burn::tensor::DType::BF16);
+    let lora = q.lora.as_ref().expect("adapter");
+    assert_eq!(lora.lora_b.val().dtype(), burn::tensor::DType::F32);
+    check_resume(cfg, "bf16");
+}
+
 /// Runs 4 steps, checkpoints at 2, resumes a second trainer from there and compares; returns
 /// the uninterrupted run's stats.
 fn check_resume(cfg: TrainConfig, tag: &str) -> Vec<gfnlm_train::StepStats> {
