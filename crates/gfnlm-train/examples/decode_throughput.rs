@@ -3,6 +3,8 @@
 //! whose criterion dev-dependency changes feature unification and rebuilds burn): batch 1 and 8,
 //! 9-token prompt, 20 new tokens, median of 5 runs after a warm-up run.
 //!
+//! `GFNLM_BENCH_PRECISION=bf16` stores the weights in bf16 (`gfnlm_models::precision`).
+//!
 //! `GFNLM_BENCH_DEVICE=tch cargo run --release -p gfnlm-train --features tch --example decode_throughput`
 
 use std::time::Instant;
@@ -18,7 +20,15 @@ fn main() {
     let spec = std::env::var("GFNLM_BENCH_DEVICE").unwrap_or_else(|_| "flex".into());
     let device = gfnlm_models::parse_device(&spec).unwrap_or_else(|e| panic!("{e}"));
     let path = gfnlm_fetch::ensure_default_model().expect("default model");
-    let (model, _) = gfnlm_models::load_llama_gguf(&path, &device).expect("model loads");
+    let (mut model, _) = gfnlm_models::load_llama_gguf(&path, &device).expect("model loads");
+    let precision: gfnlm_models::WeightPrecision = std::env::var("GFNLM_BENCH_PRECISION")
+        .unwrap_or_else(|_| "f32".into())
+        .parse()
+        .unwrap_or_else(|e| panic!("GFNLM_BENCH_PRECISION: {e}"));
+    model
+        .set_weight_precision(precision)
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("weight precision: {precision}");
     // "Once upon a time, there was a little" (9 tokens).
     let prompt: Vec<u32> = vec![6403, 1980, 253, 655, 28, 665, 436, 253, 1838];
     let new_tokens = 20;
