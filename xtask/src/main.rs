@@ -1,7 +1,7 @@
 //! `cargo xtask <task>`: project chores that are not part of the library API.
 //!
 //! - `fetch-model`: download, verify and cache the default model (SmolLM2-135M-Instruct GGUF).
-//! - `reproduce rng [--steps N] [--out DIR]`: train on the random-integer task with
+//! - `reproduce rng [--steps N] [--out DIR] [--device D] [--precision P]`: train on the random-integer task with
 //!   `configs/rng.toml`, evaluate base vs tuned, write `results/rng/results.md`, the histogram
 //!   and the KL-vs-wall-time curve. Re-running resumes an interrupted training run.
 //! - `bench [criterion args]`: run the criterion benches in release mode.
@@ -18,7 +18,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-const USAGE: &str = "usage: cargo xtask <fetch-model | reproduce rng [--steps N] [--out DIR] [--device D] \
+const USAGE: &str = "usage: cargo xtask <fetch-model | reproduce rng [--steps N] [--out DIR] [--device D] [--precision P] \
      | bench [ARGS...] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch] [cuda]>";
 
 fn main() -> Result<()> {
@@ -124,12 +124,20 @@ fn reproduce_rng(rest: &[String]) -> Result<()> {
     let mut out = PathBuf::from("results/rng");
     let mut steps: Option<String> = None;
     let mut device = "flex".to_string();
+    let mut precision: Option<String> = None;
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--out" => out = PathBuf::from(it.next().context("--out needs a folder")?),
             "--steps" => steps = Some(it.next().context("--steps needs a number")?.clone()),
             "--device" => device = it.next().context("--device needs a name")?.clone(),
+            "--precision" => {
+                precision = Some(
+                    it.next()
+                        .context("--precision needs f32, bf16 or f16")?
+                        .clone(),
+                )
+            }
             other => bail!("reproduce rng: unknown argument '{other}'"),
         }
     }
@@ -142,6 +150,9 @@ fn reproduce_rng(rest: &[String]) -> Result<()> {
     let mut train_args = vec!["train", "--config", config, "--out", &run_s, "--resume"];
     if let Some(s) = &steps {
         train_args.extend(["--steps", s]);
+    }
+    if let Some(p) = &precision {
+        train_args.extend(["--precision", p]);
     }
     gfnlm_on(&device, &train_args)?;
     let train_secs = t0.elapsed().as_secs_f64();
@@ -222,7 +233,7 @@ fn reproduce_rng(rest: &[String]) -> Result<()> {
         &tuned,
         &curve,
         train_secs,
-        steps.as_deref(),
+        &flags(steps.as_deref(), &device, precision.as_deref()),
     )?;
     println!("wrote {}", out.join("results.md").display());
     Ok(())
@@ -260,19 +271,34 @@ fn row(label: &str, r: &Value, samples: Option<&Value>) -> String {
     )
 }
 
+/// The non-default `reproduce rng` flags, as the user would type them.
+fn flags(steps: Option<&str>, device: &str, precision: Option<&str>) -> String {
+    let mut f = Vec::new();
+    if let Some(n) = steps {
+        f.push(format!("--steps {n}"));
+    }
+    if device != "flex" {
+        f.push(format!("--device {device}"));
+    }
+    if let Some(p) = precision {
+        f.push(format!("--precision {p}"));
+    }
+    f.join(" ")
+}
+
 fn write_results(
     path: &Path,
     base: &Value,
     tuned: &Value,
     curve: &[(u64, f64, f64, f64)],
     train_secs: f64,
-    steps: Option<&str>,
+    flags: &str,
 ) -> Result<()> {
     let mut s = String::new();
     s.push_str("# Random integers in [0, 100]: GFlowNet fine-tuning of SmolLM2-135M-Instruct\n\n");
     s.push_str("Written by `cargo xtask reproduce rng` (config `configs/rng.toml`");
-    if let Some(n) = steps {
-        s.push_str(&format!(", `--steps {n}`"));
+    if !flags.is_empty() {
+        s.push_str(&format!(", `{flags}`"));
     }
     let total = curve.last().map(|c| c.1).unwrap_or(f64::NAN);
     s.push_str(&format!(

@@ -114,6 +114,9 @@ struct TrainArgs {
     /// Override the number of optimizer steps.
     #[arg(long)]
     steps: Option<usize>,
+    /// Override the config's `precision` (storage dtype of the frozen weights: f32, bf16, f16).
+    #[arg(long)]
+    precision: Option<gfnlm_models::WeightPrecision>,
 }
 
 #[derive(Args)]
@@ -326,6 +329,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let mut cfg = load_config(&args.config)?;
     if let Some(s) = args.steps {
         cfg.steps = s;
+    }
+    if let Some(p) = args.precision {
+        cfg.precision = p;
     }
     let (model, tokenizer, plain) = load(&args.model)?.into_llama("train")?;
     let device = plain.autodiff();
