@@ -260,7 +260,10 @@ impl Trainer {
                     } else {
                         (1.0, "on-policy")
                     };
-                    let policy = self.policy();
+                    let mut policy = self.policy();
+                    if self.cfg.sample_merged {
+                        gfnlm_lora::merge(&mut policy);
+                    }
                     let trajs = sample_trajectories(
                         &policy,
                         &prompt,

@@ -160,6 +160,67 @@ fn bf16_frozen_weights_train_and_resume() {
     check_resume(cfg, "bf16");
 }
 
+/// `sample_merged`: a copy of the policy with non-zero adapters folded into its weights draws
+/// the same trajectories as the low-rank path, and the trainer's own model stays unmerged.
+#[test]
+fn merged_sampling_draws_the_same_trajectories() {
+    let cfg = TrainConfig {
+        sample_merged: true,
+        ..config()
+    };
+    let device = gfnlm_models::parse_device("flex").unwrap().autodiff();
+    let mut t = Trainer::new(cfg, tiny(&device), tiny_task(), device.clone()).unwrap();
+    // Non-zero B, so that merging changes the weights.
+    gfnlm_lora::AdaptableModel::for_each_linear_mut(&mut t.model, &mut |_, l| {
+        if let Some(a) = l.lora.as_mut() {
+            a.lora_b = a.lora_b.clone().map(|b| b.ones_like().mul_scalar(0.05));
+        }
+    });
+    let plain = t.policy();
+    let mut merged = plain.clone();
+    assert!(gfnlm_lora::merge(&mut merged) > 0);
+    let q = |m: &LlamaForCausalLm| {
+        let w = &m.model.layers[0].self_attn.q_proj.weight;
+        w.val()
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    assert_ne!(q(&plain), q(&merged), "merging changed nothing");
+    let valid = device.clone().without_autodiff();
+    let draw = |m: &LlamaForCausalLm| {
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+        gfnlm_train::sample_trajectories(
+            m,
+            &[5, 6, 7],
+            32,
+            &t.constraint,
+            1.0,
+            0.05,
+            &mut rng,
+            &valid,
+        )
+    };
+    let (a, b) = (draw(&plain), draw(&merged));
+    assert_eq!(a, b);
+    assert!(
+        a.iter().any(|t| t.tokens.len() > 1),
+        "trivial trajectories: {a:?}"
+    );
+    // Training after merged sampling still sees the unmerged model.
+    let out = std::env::temp_dir().join(format!("gfnlm-merged-{}", std::process::id()));
+    t.train_step(&out).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    let lora = t.model.model.layers[0]
+        .self_attn
+        .q_proj
+        .lora
+        .as_ref()
+        .unwrap();
+    assert!(!lora.merged);
+}
+
 /// Runs 4 steps, checkpoints at 2, resumes a second trainer from there and compares; returns
 /// the uninterrupted run's stats.
 fn check_resume(cfg: TrainConfig, tag: &str) -> Vec<gfnlm_train::StepStats> {
