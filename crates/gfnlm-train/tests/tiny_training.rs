@@ -184,7 +184,7 @@ fn merged_sampling_draws_the_same_trajectories() {
         w.val()
             .into_data()
             .convert::<f32>()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap()
     };
     assert_ne!(q(&plain), q(&merged), "merging changed nothing");
