@@ -7,6 +7,8 @@
 //!
 //! `GFNLM_BENCH_DEVICE=tch cargo run --release -p gfnlm-train --features tch --example decode_throughput`
 
+mod common;
+
 use std::time::Instant;
 
 use gfnlm_models::generate::{SampleOptions, sample, tokens_tensor};
@@ -17,18 +19,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let spec = std::env::var("GFNLM_BENCH_DEVICE").unwrap_or_else(|_| "flex".into());
-    let device = gfnlm_models::parse_device(&spec).unwrap_or_else(|e| panic!("{e}"));
-    let path = gfnlm_fetch::ensure_default_model().expect("default model");
-    let (mut model, _) = gfnlm_models::load_llama_gguf(&path, &device).expect("model loads");
-    let precision: gfnlm_models::WeightPrecision = std::env::var("GFNLM_BENCH_PRECISION")
-        .unwrap_or_else(|_| "f32".into())
-        .parse()
-        .unwrap_or_else(|e| panic!("GFNLM_BENCH_PRECISION: {e}"));
-    model
-        .set_weight_precision(precision)
-        .unwrap_or_else(|e| panic!("{e}"));
-    println!("weight precision: {precision}");
+    let (spec, device) = common::bench_device();
+    let model = common::load_default_model(&device);
     // "Once upon a time, there was a little" (9 tokens).
     let prompt: Vec<u32> = vec![6403, 1980, 253, 655, 28, 665, 436, 253, 1838];
     let new_tokens = 20;

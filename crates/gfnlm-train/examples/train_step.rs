@@ -8,6 +8,8 @@
 //! (see docs/backends.md). `GFNLM_BENCH_PRECISION=bf16` stores the frozen weights in bf16
 //! (mixed precision, `gfnlm_models::precision`). Prints one CSV row per step and the medians.
 
+mod common;
+
 use std::time::Instant;
 
 use burn::module::Module;
@@ -25,23 +27,12 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let spec = std::env::var("GFNLM_BENCH_DEVICE").unwrap_or_else(|_| "flex".into());
-    let plain = gfnlm_models::parse_device(&spec).unwrap_or_else(|e| panic!("{e}"));
+    let (spec, plain) = common::bench_device();
     let full_length = std::env::var("GFNLM_BENCH_FULL_LENGTH").is_ok_and(|v| v == "1");
     let merged_sampling = std::env::var("GFNLM_BENCH_MERGED").is_ok_and(|v| v == "1");
     println!("device: {spec}, merged sampling: {merged_sampling}");
     let device = plain.clone().autodiff();
-    let path = gfnlm_fetch::ensure_default_model().unwrap();
-    let (model, _) = gfnlm_models::load_llama_gguf(&path, &device).unwrap();
-    let mut model = model;
-    let precision: gfnlm_models::WeightPrecision = std::env::var("GFNLM_BENCH_PRECISION")
-        .unwrap_or_else(|_| "f32".into())
-        .parse()
-        .unwrap_or_else(|e| panic!("GFNLM_BENCH_PRECISION: {e}"));
-    model
-        .set_weight_precision(precision)
-        .unwrap_or_else(|e| panic!("{e}"));
-    println!("weight precision: {precision}");
+    let mut model = common::load_default_model(&device);
     let lora = LoraConfig::new(
         64,
         16.0,
