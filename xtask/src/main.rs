@@ -5,6 +5,8 @@
 //!   `configs/rng.toml`, evaluate base vs tuned, write `results/rng/results.md`, the histogram
 //!   and the KL-vs-wall-time curve. Re-running resumes an interrupted training run.
 //! - `bench [criterion args]`: run the criterion benches in release mode.
+//! - `bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N]`:
+//!   issue 7's training-step timing with its sample / reward / forward+backward / AdamW parts.
 //! - `setup-backend wgpu|tch`: install what a backend needs (Vulkan driver / LibTorch in a venv).
 //! - `backend-env tch`: print the `export` lines to build and run with that backend.
 //! - `test-backends [wgpu] [tch]`: set up and run the cross-backend tests (flex vs the others).
@@ -19,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 const USAGE: &str = "usage: cargo xtask <fetch-model | reproduce rng [--steps N] [--out DIR] [--device D] [--precision P] \
-     | bench [ARGS...] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch] [cuda]>";
+     | bench [ARGS...] | bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch] [cuda]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +34,9 @@ fn main() -> Result<()> {
             }
             None => bail!("reproduce: name a task (rng, all)\n{USAGE}"),
         },
+        Some("bench") if args.get(1).map(String::as_str) == Some("train-step") => {
+            bench_train_step(&args[2..])
+        }
         Some("bench") => {
             let status = Command::new(env!("CARGO"))
                 .args(["bench", "--workspace"])
@@ -113,6 +118,64 @@ fn gfnlm_on(device: &str, args: &[&str]) -> Result<()> {
 /// Runs the release `gfnlm` binary on flex.
 fn gfnlm(args: &[&str]) -> Result<()> {
     gfnlm_on("flex", args)
+}
+
+/// `bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N]`: issue
+/// 7's training-step timing (gfnlm-train's `train_step` example) with its per-part breakdown.
+fn bench_train_step(rest: &[String]) -> Result<()> {
+    let (mut device, mut steps) = ("flex".to_string(), "11".to_string());
+    let mut envs: Vec<(&str, String)> = Vec::new();
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--device" => device = it.next().context("--device needs a name")?.clone(),
+            "--precision" => envs.push((
+                "GFNLM_BENCH_PRECISION",
+                it.next()
+                    .context("--precision needs f32, bf16 or f16")?
+                    .clone(),
+            )),
+            "--merged" => envs.push(("GFNLM_BENCH_MERGED", "1".into())),
+            "--full-length" => envs.push(("GFNLM_BENCH_FULL_LENGTH", "1".into())),
+            "--steps" => steps = it.next().context("--steps needs a number")?.clone(),
+            other => bail!("bench train-step: unknown argument '{other}'"),
+        }
+    }
+    let feature = device_feature(&device)?;
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "gfnlm-train",
+        "--example",
+        "train_step",
+    ]);
+    match feature {
+        "flex" => {}
+        "cuda" => {
+            cmd.args(["--features", "cuda"]);
+        }
+        _ => {
+            // The cross-backend tests' feature set, so their burn build is reused.
+            cmd.args(["--features", "wgpu,tch"]);
+            for b in ["wgpu", "tch"] {
+                for (k, v) in backend::env_vars(b)? {
+                    cmd.env(k, v);
+                }
+            }
+        }
+    }
+    cmd.env("GFNLM_BENCH_DEVICE", &device);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let status = cmd.args(["--", &steps]).status().context("running cargo")?;
+    if !status.success() {
+        bail!("train_step failed: {status}");
+    }
+    Ok(())
 }
 
 fn read_json(p: &Path) -> Result<Value> {

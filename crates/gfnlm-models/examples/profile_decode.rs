@@ -29,7 +29,7 @@ fn main() {
         for _ in 0..n {
             let _ = layer
                 .self_attn
-                .forward(x.clone(), &m.rope, 0, None)
+                .forward(x.clone(), &m.rope.tables(0, x.dims()[1], &x.device()), None)
                 .into_data();
         }
         println!(

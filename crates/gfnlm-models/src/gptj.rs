@@ -14,7 +14,7 @@ use crate::cache::KvCache;
 use crate::gpt2::{Activation, LayerNorm};
 use crate::head::last_position;
 use crate::linear::Linear;
-use crate::llama::{Embedding, RotaryEmbedding};
+use crate::llama::{Embedding, RotaryEmbedding, RotaryTables};
 
 /// Hyper-parameters of a GPT-J model (field names follow HF's `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,7 +177,8 @@ impl PartialRotary {
             return x;
         }
         // Same f32 tables as HF: inv_freq over rotary_dim, angle = position · inv_freq.
-        let (cos, sin) = RotaryEmbedding::new(rd, 10_000.0).tables(start, t, &x.device());
+        let RotaryTables { cos, sin } =
+            RotaryEmbedding::new(rd, 10_000.0).tables(start, t, &x.device());
         let cos: Tensor<5> = cos.reshape([1, 1, t, rd / 2, 1]);
         let sin: Tensor<5> = sin.reshape([1, 1, t, rd / 2, 1]);
         let rot: Tensor<5> =

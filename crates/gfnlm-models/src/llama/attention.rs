@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::rope::RotaryEmbedding;
+use super::rope::RotaryTables;
 use crate::attention::causal_attention;
 use crate::cache::KvCache;
 use crate::linear::Linear;
@@ -28,12 +28,11 @@ pub struct LlamaAttention {
 }
 
 impl LlamaAttention {
-    /// `x` `[batch, seq, hidden]` at positions `start..start+seq`.
+    /// `x` `[batch, seq, hidden]` at the positions `rope` was built for.
     pub fn forward(
         &self,
         x: Tensor<3>,
-        rope: &RotaryEmbedding,
-        start: usize,
+        rope: &RotaryTables,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
@@ -54,9 +53,8 @@ impl LlamaAttention {
             .reshape([b, t, kvh, hd])
             .swap_dims(1, 2);
 
-        let (cos, sin) = rope.tables(start, t, &q.device());
-        let q = RotaryEmbedding::apply(q, cos.clone(), sin.clone());
-        let k = RotaryEmbedding::apply(k, cos, sin);
+        let q = rope.apply(q);
+        let k = rope.apply(k);
 
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),

@@ -12,7 +12,7 @@ mod rope;
 pub use attention::LlamaAttention;
 pub use mlp::LlamaMlp;
 pub use norm::RmsNorm;
-pub use rope::RotaryEmbedding;
+pub use rope::{RotaryEmbedding, RotaryTables};
 
 use burn::module::{Module, Param};
 use burn::tensor::{DType, FloatDType, Int, Tensor};
@@ -203,17 +203,16 @@ pub struct LlamaDecoderLayer {
 }
 
 impl LlamaDecoderLayer {
-    /// Applies the block to `x` `[batch, seq, hidden]` at positions `start..start+seq`.
+    /// Applies the block to `x` `[batch, seq, hidden]` at the positions `rope` was built for.
     pub fn forward(
         &self,
         x: Tensor<3>,
-        rope: &RotaryEmbedding,
-        start: usize,
+        rope: &RotaryTables,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
         let h = self
             .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), rope, start, cache);
+            .forward(self.input_layernorm.forward(x.clone()), rope, cache);
         let x = x + h;
         let h = self
             .mlp
@@ -303,10 +302,12 @@ impl LlamaForCausalLm {
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let [_, t] = tokens.dims();
+        let tables = self.rope.tables(start, t, &tokens.device());
         let mut x = self.model.embed_tokens.forward(tokens);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(x, &self.rope, start, c);
+            x = layer.forward(x, &tables, c);
         }
         self.model.norm.forward(x)
     }

@@ -18,9 +18,9 @@ impl RotaryEmbedding {
         Self { head_dim, theta }
     }
 
-    /// `(cos, sin)` tables `[1, 1, len, head_dim/2]` for positions `start..start+len`, computed
-    /// like HF: `inv_freq` in f32, angle = position · inv_freq in f32.
-    pub fn tables(&self, start: usize, len: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+    /// The tables for positions `start..start+len`, computed like HF (`inv_freq` in f32,
+    /// angle = position · inv_freq in f32). Built once per forward pass and shared by all layers.
+    pub fn tables(&self, start: usize, len: usize, device: &Device) -> RotaryTables {
         let half = self.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| {
@@ -37,14 +37,26 @@ impl RotaryEmbedding {
                 sin.push(a.sin());
             }
         }
-        (
-            Tensor::from_data(TensorData::new(cos, [1, 1, len, half]), device),
-            Tensor::from_data(TensorData::new(sin, [1, 1, len, half]), device),
-        )
+        RotaryTables {
+            cos: Tensor::from_data(TensorData::new(cos, [1, 1, len, half]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [1, 1, len, half]), device),
+        }
     }
+}
 
-    /// Rotates `x` `[batch, heads, seq, head_dim]` by the given tables.
-    pub fn apply(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
+/// RoPE `cos`/`sin` tables `[1, 1, len, head_dim/2]` for a block of positions.
+#[derive(Debug, Clone)]
+pub struct RotaryTables {
+    /// cos(position · inv_freq).
+    pub cos: Tensor<4>,
+    /// sin(position · inv_freq).
+    pub sin: Tensor<4>,
+}
+
+impl RotaryTables {
+    /// Rotates `x` `[batch, heads, seq, head_dim]`.
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let (cos, sin) = (self.cos.clone(), self.sin.clone());
         let [b, h, t, d] = x.dims();
         let half = d / 2;
         let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
