@@ -13,7 +13,16 @@ use std::time::Instant;
 
 use gfnlm_models::generate::{SampleOptions, sample, tokens_tensor};
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Median wall time of `runs` calls of `f`, after one warm-up call.
+fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut v: Vec<f64> = (0..=runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .skip(1)
+        .collect();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -33,16 +42,10 @@ fn main() {
             seed: 0,
             stop_token: None,
         };
-        let times: Vec<f64> = (0..=runs)
-            .map(|_| {
-                let t = Instant::now();
-                let s = sample(&model, &prompt, &opts, &device);
-                assert_eq!(s.len(), batch);
-                t.elapsed().as_secs_f64()
-            })
-            .skip(1)
-            .collect();
-        let m = median(times);
+        let m = median_secs(runs, || {
+            let s = sample(&model, &prompt, &opts, &device);
+            assert_eq!(s.len(), batch);
+        });
         println!(
             "{spec}: decode batch {batch}: {:.1} tok/s (median {m:.3} s for {} tokens)",
             (batch * new_tokens) as f64 / m,
@@ -50,21 +53,15 @@ fn main() {
         );
     }
     let tokens: Vec<u32> = (0..128).map(|i| prompt[i % prompt.len()]).collect();
-    let times: Vec<f64> = (0..=runs)
-        .map(|_| {
-            let t = Instant::now();
-            let mut cache = model.new_cache();
-            let _ = model
-                .forward_last(
-                    tokens_tensor(std::slice::from_ref(&tokens), &device),
-                    Some(&mut cache),
-                )
-                .into_data();
-            t.elapsed().as_secs_f64()
-        })
-        .skip(1)
-        .collect();
-    let m = median(times);
+    let m = median_secs(runs, || {
+        let mut cache = model.new_cache();
+        let _ = model
+            .forward_last(
+                tokens_tensor(std::slice::from_ref(&tokens), &device),
+                Some(&mut cache),
+            )
+            .into_data();
+    });
     println!(
         "{spec}: prefill 128 tokens: {:.1} tok/s (median {m:.3} s)",
         128.0 / m

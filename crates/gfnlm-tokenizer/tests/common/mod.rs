@@ -5,17 +5,7 @@ use std::path::PathBuf;
 
 use gfnlm_tokenizer::Tokenizer;
 
-/// `$GFNLM_PARITY_DIR`, else `<repo root>/../shared/parity`.
-pub fn parity_dir() -> PathBuf {
-    std::env::var_os("GFNLM_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/parity"
-            ))
-        })
-}
+pub use gfnlm_test_support::parity_dir;
 
 /// `/work/shared/datasets` next to the parity folder.
 pub fn datasets_dir() -> PathBuf {
