@@ -7,9 +7,9 @@
 //! when a single dense weight is wanted.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Distribution, FloatDType, Tensor};
+use burn::tensor::{DType, Distribution, FloatDType, Tensor};
 
-use crate::precision::{cast_param, matmul_in_weight_dtype};
+use crate::precision::{cast_param, cast_to, matmul_in_weight_dtype};
 
 /// A LoRA adapter on one [`Linear`]: `Δy = scale · dropout(x)·A·B`.
 ///
@@ -145,10 +145,7 @@ impl Linear {
             return false;
         };
         let delta = l.delta().detach();
-        self.update_weight(|w| {
-            let dtype = w.dtype();
-            (w.cast(FloatDType::F32) + delta).cast(FloatDType::from(dtype))
-        });
+        self.add_to_weight(delta);
         if let Some(l) = self.lora.as_mut() {
             l.merged = true;
         }
@@ -162,11 +159,8 @@ impl Linear {
         let Some(l) = self.lora.as_ref().filter(|l| l.merged) else {
             return false;
         };
-        let delta = l.delta().detach();
-        self.update_weight(|w| {
-            let dtype = w.dtype();
-            (w.cast(FloatDType::F32) - delta).cast(FloatDType::from(dtype))
-        });
+        let delta = l.delta().detach().neg();
+        self.add_to_weight(delta);
         if let Some(l) = self.lora.as_mut() {
             l.merged = false;
         }
@@ -190,11 +184,12 @@ impl Linear {
         }
     }
 
-    /// Replaces the weight's value, keeping its id and gradient setting and detaching the result.
-    fn update_weight(&mut self, f: impl FnOnce(Tensor<2>) -> Tensor<2>) {
+    /// `W ← W + delta`, summed in f32 and stored back in `W`'s dtype, keeping the weight's id and
+    /// gradient setting and detaching the result.
+    fn add_to_weight(&mut self, delta: Tensor<2>) {
         self.weight = self.weight.clone().map(|w| {
-            let require_grad = w.is_require_grad();
-            let w = f(w).detach();
+            let (require_grad, dtype) = (w.is_require_grad(), w.dtype());
+            let w = cast_to(cast_to(w, DType::F32) + delta, dtype).detach();
             if require_grad { w.require_grad() } else { w }
         });
     }

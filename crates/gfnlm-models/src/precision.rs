@@ -91,18 +91,13 @@ pub fn check_supported(
 
 /// `x · w` computed in `w`'s dtype and returned in `x`'s dtype.
 pub fn matmul_in_weight_dtype(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
-    let (x_dtype, w_dtype) = (x.dtype(), w.dtype());
-    if x_dtype == w_dtype {
-        x.matmul(w)
-    } else {
-        x.cast(FloatDType::from(w_dtype))
-            .matmul(w)
-            .cast(FloatDType::from(x_dtype))
-    }
+    let x_dtype = x.dtype();
+    let w_dtype = w.dtype();
+    cast_to(cast_to(x, w_dtype).matmul(w), x_dtype)
 }
 
 /// Casts `t` to `dtype` unless it already has it.
-pub(crate) fn cast_to(t: Tensor<2>, dtype: DType) -> Tensor<2> {
+pub(crate) fn cast_to<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
     if t.dtype() == dtype {
         t
     } else {

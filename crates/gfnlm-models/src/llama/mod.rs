@@ -15,13 +15,15 @@ pub use norm::RmsNorm;
 pub use rope::{RotaryEmbedding, RotaryTables};
 
 use burn::module::{Module, Param};
-use burn::tensor::{DType, FloatDType, Int, Tensor};
+use burn::tensor::{DType, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::KvCache;
 use crate::head::{last_position, tied_logits};
 use crate::linear::Linear;
-use crate::precision::{UnsupportedPrecision, WeightPrecision, cast_param, check_supported};
+use crate::precision::{
+    UnsupportedPrecision, WeightPrecision, cast_param, cast_to, check_supported,
+};
 
 /// Hyper-parameters of a Llama-family model (field names follow HF's `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,12 +182,10 @@ impl Embedding {
     /// Looks up `tokens` `[batch, seq]` → `[batch, seq, hidden]`, always in f32 (a table stored
     /// in bf16/f16 for mixed precision is cast after the lookup).
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        let x = burn::tensor::module::embedding(self.weight.val(), tokens);
-        if x.dtype() == DType::F32 {
-            x
-        } else {
-            x.cast(FloatDType::F32)
-        }
+        cast_to(
+            burn::tensor::module::embedding(self.weight.val(), tokens),
+            DType::F32,
+        )
     }
 }
 
