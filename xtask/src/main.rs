@@ -91,18 +91,29 @@ fn device_feature(device: &str) -> Result<&'static str> {
     })
 }
 
+/// Adds `--features` for the non-flex backends in `features` to a cargo command, with the
+/// environment each needs (LibTorch's paths for `tch`, see `backend`).
+fn with_backends(cmd: &mut Command, features: &[&str]) -> Result<()> {
+    let extra: Vec<&str> = features.iter().copied().filter(|f| *f != "flex").collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    cmd.args(["--features", &extra.join(",")]);
+    for f in extra {
+        for (k, v) in backend::env_vars(f)? {
+            cmd.env(k, v);
+        }
+    }
+    Ok(())
+}
+
 /// Runs the release `gfnlm` binary through cargo with `args`, built with the backend of
 /// `device` (and its environment, see `backend`), passing `--device` on.
 fn gfnlm_on(device: &str, args: &[&str]) -> Result<()> {
     let feature = device_feature(device)?;
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["run", "--release", "--quiet", "-p", "gfnlm"]);
-    if feature != "flex" {
-        cmd.args(["--features", feature]);
-        for (k, v) in backend::env_vars(feature)? {
-            cmd.env(k, v);
-        }
-    }
+    with_backends(&mut cmd, &[feature])?;
     let status = cmd
         .arg("--")
         .args(args)
@@ -152,21 +163,12 @@ fn bench_train_step(rest: &[String]) -> Result<()> {
         "--example",
         "train_step",
     ]);
-    match feature {
-        "flex" => {}
-        "cuda" => {
-            cmd.args(["--features", "cuda"]);
-        }
-        _ => {
-            // The cross-backend tests' feature set, so their burn build is reused.
-            cmd.args(["--features", "wgpu,tch"]);
-            for b in ["wgpu", "tch"] {
-                for (k, v) in backend::env_vars(b)? {
-                    cmd.env(k, v);
-                }
-            }
-        }
-    }
+    // wgpu and tch: the cross-backend tests' feature set, so their burn build is reused.
+    let features: &[&str] = match feature {
+        "flex" | "cuda" => &[feature],
+        _ => &["wgpu", "tch"],
+    };
+    with_backends(&mut cmd, features)?;
     cmd.env("GFNLM_BENCH_DEVICE", &device);
     for (k, v) in envs {
         cmd.env(k, v);
