@@ -1,9 +1,10 @@
 //! `cargo xtask <task>`: project chores that are not part of the library API.
 //!
 //! - `fetch-model`: download, verify and cache the default model (SmolLM2-135M-Instruct GGUF).
-//! - `reproduce rng [--steps N] [--out DIR] [--device D] [--precision P]`: train on the random-integer task with
-//!   `configs/rng.toml`, evaluate base vs tuned, write `results/rng/results.md`, the histogram
-//!   and the KL-vs-wall-time curve. Re-running resumes an interrupted training run.
+//! - `reproduce TASK|all [--steps N] [--out DIR] [--device D] [--precision P]`: train on a task
+//!   with `configs/TASK.toml`, evaluate base vs tuned with the task's evaluation, write
+//!   `results/TASK/results.md` (rng adds the histogram and the KL-vs-wall-time curve).
+//!   Re-running resumes an interrupted training run.
 //! - `bench [criterion args]`: run the criterion benches in release mode.
 //! - `bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N]`:
 //!   issue 7's training-step timing with its sample / reward / forward+backward / AdamW parts.
@@ -20,7 +21,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-const USAGE: &str = "usage: cargo xtask <fetch-model | reproduce rng [--steps N] [--out DIR] [--device D] [--precision P] \
+const USAGE: &str = "usage: cargo xtask <fetch-model | reproduce TASK|all [--steps N] [--out DIR] [--device D] [--precision P] \
      | bench [ARGS...] | bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch] [cuda]>";
 
 fn main() -> Result<()> {
@@ -28,11 +29,17 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("fetch-model") => fetch_model(),
         Some("reproduce") => match args.get(1).map(String::as_str) {
-            Some("rng") | Some("all") => reproduce_rng(&args[2..]),
-            Some(other) => {
-                bail!("reproduce: unknown task '{other}' (available: rng, all)\n{USAGE}")
+            Some("all") => {
+                for task in reproducible_tasks()? {
+                    reproduce(&task, &args[2..])?;
+                }
+                Ok(())
             }
-            None => bail!("reproduce: name a task (rng, all)\n{USAGE}"),
+            Some(task) => reproduce(task, &args[2..]),
+            None => bail!(
+                "reproduce: name a task ({}, all)\n{USAGE}",
+                reproducible_tasks()?.join(", ")
+            ),
         },
         Some("bench") if args.get(1).map(String::as_str) == Some("train-step") => {
             bench_train_step(&args[2..])
@@ -108,11 +115,19 @@ fn with_backends(cmd: &mut Command, features: &[&str]) -> Result<()> {
 }
 
 /// Runs the release `gfnlm` binary through cargo with `args`, built with the backend of
-/// `device` (and its environment, see `backend`), passing `--device` on.
+/// `device` (and its environment, see `backend`), passing `--device` on. The first call of a
+/// run builds the binary and says so; cargo's own progress is shown.
 fn gfnlm_on(device: &str, args: &[&str]) -> Result<()> {
     let feature = device_feature(device)?;
+    static ANNOUNCED: std::sync::Once = std::sync::Once::new();
+    ANNOUNCED.call_once(|| {
+        println!(
+            "xtask: building gfnlm (release, backend {feature}) — the first build takes ≈ 10 min on 2 cores, later ones seconds"
+        )
+    });
+    println!("xtask: gfnlm {}", args.join(" "));
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["run", "--release", "--quiet", "-p", "gfnlm"]);
+    cmd.args(["run", "--release", "-p", "gfnlm"]);
     with_backends(&mut cmd, &[feature])?;
     let status = cmd
         .arg("--")
@@ -185,8 +200,90 @@ fn read_json(p: &Path) -> Result<Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
-fn reproduce_rng(rest: &[String]) -> Result<()> {
-    let mut out = PathBuf::from("results/rng");
+/// The tasks with a committed config (`configs/TASK.toml`), i.e. what `reproduce` can run.
+fn reproducible_tasks() -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir("configs")
+        .context("reading configs/ (run cargo xtask from the repository root)")?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n.strip_suffix(".toml").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// `reproduce TASK`: trains with `configs/TASK.toml` (resuming an interrupted run), evaluates
+/// the base model and the adapter through the task's own evaluation, and writes
+/// `results/TASK/results.md`. The random-integer task adds its exact per-checkpoint KL curve
+/// and plots.
+fn reproduce(task: &str, rest: &[String]) -> Result<()> {
+    let known = reproducible_tasks()?;
+    if !known.iter().any(|t| t == task) {
+        bail!(
+            "reproduce: no config configs/{task}.toml (tasks with a config: {})\n{USAGE}",
+            known.join(", ")
+        );
+    }
+    if task == "rng" {
+        return reproduce_rng(rest);
+    }
+    let (out, steps, device, precision) = reproduce_args(task, rest)?;
+    fetch_model()?;
+    std::fs::create_dir_all(&out)?;
+    let run = out.join("run");
+    let run_s = run.to_string_lossy().to_string();
+    let config = format!("configs/{task}.toml");
+    let t0 = std::time::Instant::now();
+    let mut train_args = vec!["train", "--config", &config, "--out", &run_s, "--resume"];
+    if let Some(s) = &steps {
+        train_args.extend(["--steps", s]);
+    }
+    if let Some(p) = &precision {
+        train_args.extend(["--precision", p]);
+    }
+    gfnlm_on(&device, &train_args)?;
+    let train_secs = t0.elapsed().as_secs_f64();
+    let mut md = format!(
+        "# {task}: GFlowNet fine-tuning of SmolLM2-135M-Instruct\n\nWritten by `cargo xtask reproduce {task}` (config `{config}`); this invocation spent {:.1} min training.\n\n",
+        train_secs / 60.0
+    );
+    let adapter = run.join("adapter").to_string_lossy().to_string();
+    for (label, adapter) in [("base", None), ("tuned", Some(adapter.as_str()))] {
+        let json = out.join(format!("eval-{label}.json"));
+        let table = out.join(format!("eval-{label}.md"));
+        let mut args = vec![
+            "eval".to_string(),
+            "--config".into(),
+            config.clone(),
+            "--json".into(),
+            json.to_string_lossy().into(),
+            "--markdown".into(),
+            table.to_string_lossy().into(),
+        ];
+        if let Some(a) = adapter {
+            args.extend(["--adapter".into(), a.to_string()]);
+        }
+        gfnlm(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        md.push_str(&format!(
+            "## {label}\n\n{}\n",
+            std::fs::read_to_string(&table)
+                .with_context(|| format!("reading {}", table.display()))?
+        ));
+    }
+    let path = out.join("results.md");
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// `[--out DIR] [--steps N] [--device D] [--precision P]` of `reproduce`.
+fn reproduce_args(
+    task: &str,
+    rest: &[String],
+) -> Result<(PathBuf, Option<String>, String, Option<String>)> {
+    let mut out = PathBuf::from(format!("results/{task}"));
     let mut steps: Option<String> = None;
     let mut device = "flex".to_string();
     let mut precision: Option<String> = None;
@@ -203,9 +300,14 @@ fn reproduce_rng(rest: &[String]) -> Result<()> {
                         .clone(),
                 )
             }
-            other => bail!("reproduce rng: unknown argument '{other}'"),
+            other => bail!("reproduce {task}: unknown argument '{other}'"),
         }
     }
+    Ok((out, steps, device, precision))
+}
+
+fn reproduce_rng(rest: &[String]) -> Result<()> {
+    let (out, steps, device, precision) = reproduce_args("rng", rest)?;
     fetch_model()?;
     std::fs::create_dir_all(&out)?;
     let run = out.join("run");

@@ -238,22 +238,10 @@ fn fixture() -> Fixture {
     };
     let (p0, p1, p2) = (ids(0), ids(1), ids(2));
     let trajectories = vec![
-        Trajectory {
-            tokens: p1[..4].to_vec(),
-            forced: true,
-        },
-        Trajectory {
-            tokens: p2[3..5].to_vec(),
-            forced: false,
-        },
-        Trajectory {
-            tokens: p1[5..6].to_vec(),
-            forced: false,
-        },
-        Trajectory {
-            tokens: p2[8..11].to_vec(),
-            forced: false,
-        },
+        Trajectory::new(p1[..4].to_vec(), true),
+        Trajectory::new(p2[3..5].to_vec(), false),
+        Trajectory::new(p1[5..6].to_vec(), false),
+        Trajectory::new(p2[8..11].to_vec(), false),
     ];
     // log R falls by ≈ ln(vocab) per token, like the random tiny model's log-probs, so the
     // residuals, the loss and the gradients are O(1) and f32 round-off stays far below 1e-4.

@@ -10,6 +10,7 @@ use crate::gpt2::{Gpt2Config, Gpt2LmHeadModel};
 use crate::gptj::{GptJConfig, GptJForCausalLm};
 use crate::hf::{self, Architecture, HfError};
 use crate::llama::{LlamaConfig, LlamaForCausalLm};
+use crate::precision::{UnsupportedPrecision, WeightPrecision};
 
 /// A causal LM of any implemented family: tokens `[batch, seq]` in, logits out.
 ///
@@ -75,6 +76,8 @@ pub trait LanguageModel {
     fn forward_last(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<2>;
     /// A fresh, empty KV cache.
     fn new_cache(&self) -> KvCache;
+    /// Vocabulary size (width of the logits).
+    fn vocab_size(&self) -> usize;
 }
 
 macro_rules! language_model {
@@ -92,6 +95,9 @@ macro_rules! language_model {
             }
             fn new_cache(&self) -> KvCache {
                 <$t>::new_cache(self)
+            }
+            fn vocab_size(&self) -> usize {
+                <$t>::vocab_size(self)
             }
         }
     )*};
@@ -159,6 +165,25 @@ impl CausalLm {
     /// A fresh, empty KV cache for this model.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.num_layers())
+    }
+
+    /// Stores the frozen weights in `precision` (see [`crate::precision`]). Llama supports
+    /// every precision; GPT-2 and GPT-J keep f32 and refuse anything else.
+    pub fn set_weight_precision(
+        &mut self,
+        precision: WeightPrecision,
+    ) -> Result<(), UnsupportedPrecision> {
+        match self {
+            Self::Llama(m) => m.set_weight_precision(precision),
+            _ if precision == WeightPrecision::F32 => Ok(()),
+            other => Err(UnsupportedPrecision {
+                precision,
+                device: format!(
+                    "any ({:?} keeps f32 weights; reduced precision is implemented for Llama)",
+                    other.architecture()
+                ),
+            }),
+        }
     }
 
     /// Final hidden states `[batch, seq, hidden]` (after the last norm).

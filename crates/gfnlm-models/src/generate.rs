@@ -3,10 +3,11 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::causal_lm::LanguageModel;
+use crate::decode::{Behaviour, Constraint, decode};
 
 /// Options for [`sample`].
 #[derive(Debug, Clone)]
@@ -50,28 +51,9 @@ pub fn rows_to_host(t: Tensor<2>) -> Vec<Vec<f32>> {
     (0..r).map(|i| flat[i * v..(i + 1) * v].to_vec()).collect()
 }
 
-/// Log-softmax of `logits / temperature`, in f64 for a stable sampler.
-fn log_softmax_host(logits: &[f32], temperature: f64) -> Vec<f64> {
-    let scaled: Vec<f64> = logits.iter().map(|&x| x as f64 / temperature).collect();
-    let m = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let lse = m + scaled.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
-    scaled.into_iter().map(|x| x - lse).collect()
-}
-
-/// Draws an index from log-probabilities by inverse CDF.
-fn draw(logp: &[f64], rng: &mut ChaCha8Rng) -> usize {
-    let u: f64 = rng.random();
-    let mut acc = 0.0;
-    for (i, lp) in logp.iter().enumerate() {
-        acc += lp.exp();
-        if u < acc {
-            return i;
-        }
-    }
-    logp.len() - 1
-}
-
-/// Samples `num_samples` continuations of `prompt`.
+/// Samples `num_samples` continuations of `prompt` with the one decode loop
+/// ([`crate::decode::sample_trajectories`]): the whole vocabulary at `temperature`, a sequence
+/// ends after `stop_token` (kept in its tokens) or `max_new_tokens`.
 ///
 /// The prompt is run once (batch 1) and its KV cache shared by every row; rows then decode in
 /// lockstep, one token per step, and finished rows are dropped from the batch.
@@ -87,57 +69,38 @@ pub fn sample(
     );
     assert!(opts.temperature > 0.0, "sample: temperature must be > 0");
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let n = opts.num_samples;
-    let mut out = vec![
-        Sample {
-            tokens: Vec::new(),
-            token_logprobs: Vec::new(),
-        };
-        n
-    ];
-    if n == 0 || opts.max_new_tokens == 0 {
-        return out;
-    }
-    let mut cache = model.new_cache();
-    let prompt_t = tokens_tensor(&[prompt.to_vec()], device);
-    let last = model.forward_last(prompt_t, Some(&mut cache));
-    let first_logits = rows_to_host(last).remove(0);
-    let mut cache = cache.expand_batch(n);
-    let mut active: Vec<usize> = (0..n).collect();
-    let mut logits: Vec<Vec<f32>> = vec![first_logits; n];
-    for step in 0..opts.max_new_tokens {
-        let mut next = Vec::with_capacity(active.len());
-        let mut still = Vec::with_capacity(active.len());
-        let mut keep_rows = Vec::with_capacity(active.len());
-        for (row, &seq) in active.iter().enumerate() {
-            let behaviour = log_softmax_host(&logits[row], opts.temperature);
-            let tok = draw(&behaviour, &mut rng);
-            let model_lp = if opts.temperature == 1.0 {
-                behaviour[tok]
-            } else {
-                log_softmax_host(&logits[row], 1.0)[tok]
-            };
-            out[seq].tokens.push(tok as u32);
-            out[seq].token_logprobs.push(model_lp as f32);
-            if opts.stop_token != Some(tok as u32) {
-                still.push(seq);
-                keep_rows.push(row as i64);
-                next.push(tok as u32);
+    // No stop token: an id no vocabulary has, so nothing is masked or ends a row early.
+    let stop = opts.stop_token.unwrap_or(u32::MAX);
+    let constraint = Constraint::unconstrained(stop, opts.max_new_tokens);
+    let behaviour = Behaviour {
+        temperature: opts.temperature,
+        epsilon: 0.0,
+    };
+    let d = decode(
+        model,
+        prompt,
+        opts.num_samples,
+        &constraint,
+        behaviour,
+        None,
+        true,
+        &mut rng,
+        device,
+    );
+    d.trajectories
+        .into_iter()
+        .zip(d.model_logprobs)
+        .map(|(t, token_logprobs)| {
+            let mut tokens = t.tokens;
+            if tokens.len() < token_logprobs.len() {
+                tokens.push(stop); // the stop token was drawn
             }
-        }
-        if still.is_empty() || step + 1 == opts.max_new_tokens {
-            break;
-        }
-        if still.len() != active.len() {
-            let rows =
-                Tensor::<1, Int>::from_data(TensorData::new(keep_rows, [still.len()]), device);
-            cache = cache.select_rows(rows);
-        }
-        active = still;
-        let input = tokens_tensor(&next.iter().map(|&t| vec![t]).collect::<Vec<_>>(), device);
-        logits = rows_to_host(model.forward_last(input, Some(&mut cache)));
-    }
-    out
+            Sample {
+                tokens,
+                token_logprobs,
+            }
+        })
+        .collect()
 }
 
 /// `[rows, len]` int tensor from equal-length rows.

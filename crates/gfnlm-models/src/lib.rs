@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod cache;
 pub mod causal_lm;
+pub mod decode;
 pub mod device;
 pub mod generate;
 pub mod gpt2;
@@ -19,6 +20,9 @@ pub mod precision;
 
 pub use cache::KvCache;
 pub use causal_lm::{CausalLm, CausalLmConfig, LanguageModel};
+pub use decode::{
+    Behaviour, Constraint, PolicyTerms, Tool, Trajectory, policy_terms, sample_trajectories,
+};
 pub use device::{compiled_backends, parse_device};
 pub use linear::Linear;
 pub use llama::{LlamaConfig, LlamaForCausalLm};

@@ -1,41 +1,268 @@
-//! Tasks for GFlowNet fine-tuning: what is sampled, when it ends, which tokens are allowed, and
-//! the reward of terminating at every prefix (design §4).
+//! Tasks for GFlowNet fine-tuning behind one [`Task`] trait (design §4): what is sampled (the
+//! examples of each split), which tokens are allowed and when a sequence ends (the
+//! [`Constraint`]), the reward of terminating at every prefix (given the *base* model: the
+//! policy with its adapters off), an optional [`Tool`] that extends the state after an action,
+//! and the task's evaluation.
 //!
-//! A task is pure host-side logic; rewards that need a language model live in the trainer.
+//! The trainer and the CLI know tasks only through this trait and the registry
+//! ([`from_config`]): adding a task is one file plus one line in [`REGISTRY`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use gfnlm_models::LanguageModel;
+use gfnlm_tokenizer::Tokenizer;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 pub mod rng;
 
-pub use rng::{RngMetrics, RngTask};
+pub use gfnlm_models::decode::{Behaviour, Constraint, Tool, Trajectory};
+pub use rng::{RngEvaluation, RngMetrics, RngTask};
 
-/// Vocabulary and length constraints applied identically when sampling and in the loss.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Constraint {
-    /// Token that ends a sequence (⊤).
-    pub termination: u32,
-    /// Tokens the policy may emit (⊤ included); `None` allows the whole vocabulary.
-    pub allowed: Option<Vec<u32>>,
-    /// Offset added to the logits of disallowed tokens (the paper's `vocab_alpha`, e.g. −99).
-    pub vocab_alpha: f32,
-    /// ⊤ is not sampled before this many tokens.
-    pub min_len: usize,
-    /// ⊤ is forced after this many tokens.
-    pub max_len: usize,
+/// One input of a task: the prompt X, an optional target Y, and its weight in training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    /// A stable identifier (line number, record id, …); replay buffers and log Z are keyed by
+    /// the prompt tokens, not by this.
+    pub id: String,
+    /// Prompt token ids (no BOS).
+    pub prompt: Vec<u32>,
+    /// Target Y (an answer, a label, an ending), when the task has one.
+    pub target: Option<Vec<u32>>,
+    /// Weight of the example's loss (e.g. 0.2 for unlabelled "homework" queries).
+    pub weight: f64,
 }
 
-impl Constraint {
-    /// The additive logit offsets `[vocab]`: 0 for allowed tokens, `vocab_alpha` otherwise.
-    pub fn logit_offsets(&self, vocab: usize) -> Vec<f32> {
-        match &self.allowed {
-            None => vec![0.0; vocab],
-            Some(allowed) => {
-                let mut v = vec![self.vocab_alpha; vocab];
-                for &t in allowed {
-                    if (t as usize) < vocab {
-                        v[t as usize] = 0.0;
-                    }
-                }
-                v
-            }
+impl Example {
+    /// An example with a prompt only, weight 1.
+    pub fn prompt_only(id: impl Into<String>, prompt: Vec<u32>) -> Self {
+        Self {
+            id: id.into(),
+            prompt,
+            target: None,
+            weight: 1.0,
         }
+    }
+}
+
+/// Which part of a task's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    /// Training examples.
+    Train,
+    /// Held-out examples for model selection.
+    Validation,
+    /// Final evaluation.
+    Test,
+}
+
+/// What a reward may use besides the trajectories.
+pub struct RewardContext<'a> {
+    /// The base model: the policy's weights with the adapters off, no gradients.
+    pub base: &'a dyn LanguageModel,
+    /// Where `base` lives.
+    pub device: &'a Device,
+}
+
+/// What an evaluation may use.
+pub struct EvalContext<'a> {
+    /// The model under evaluation (a no-grad model; adapters as loaded).
+    pub model: &'a dyn LanguageModel,
+    /// Where `model` lives.
+    pub device: &'a Device,
+    /// Samples to draw where the evaluation samples.
+    pub samples: usize,
+    /// Seed of every random draw of the evaluation.
+    pub seed: u64,
+    /// The split to evaluate on.
+    pub split: Split,
+}
+
+/// An evaluation's results: machine-readable metrics, a few lines for the terminal, a markdown
+/// table for a report.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Metrics as JSON (written by `gfnlm eval --json`).
+    pub metrics: serde_json::Value,
+    /// One line per result, for the terminal.
+    pub summary: Vec<String>,
+    /// A markdown table of the results.
+    pub markdown: String,
+}
+
+/// A GFlowNet fine-tuning task.
+pub trait Task: Send + Sync {
+    /// The registry name (`[task] name = "…"`).
+    fn name(&self) -> &str;
+    /// The examples of a split (a task with one prompt returns it for every split).
+    fn examples(&self, split: Split) -> &[Example];
+    /// Allowed tokens, ⊤ and length limits of an example, used by the sampler and the loss.
+    fn constraint(&self, example: &Example) -> Constraint;
+    /// Untempered log R of terminating at every state k = 0..=num_actions of each trajectory
+    /// (`trajectory.state_ends()` gives each state's tokens when a tool inserted some).
+    fn log_rewards(
+        &self,
+        example: &Example,
+        trajectories: &[Trajectory],
+        ctx: &RewardContext<'_>,
+    ) -> Vec<Vec<f64>>;
+    /// The tool that inserts tokens after actions, if the task has one.
+    fn tool(&self) -> Option<&dyn Tool> {
+        None
+    }
+    /// Whether a finished trajectory counts as a valid answer (the `valid_frac` metric).
+    fn is_valid(
+        &self,
+        _example: &Example,
+        _trajectory: &Trajectory,
+        terminal_log_reward: f64,
+    ) -> bool {
+        terminal_log_reward > f64::NEG_INFINITY
+    }
+    /// Evaluates a model on the task.
+    fn evaluate(&self, ctx: &EvalContext<'_>) -> Result<Evaluation, TaskError>;
+}
+
+/// Errors building or running a task.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The `[task]` section is wrong; the message names the key.
+    #[error("[task] {0}")]
+    Config(String),
+    /// The tokenizer lacks something the task needs.
+    #[error("{0}")]
+    Tokenizer(String),
+    /// A data file is missing or malformed.
+    #[error("{path}: {message}")]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and the fix.
+        message: String,
+    },
+}
+
+/// The `[task]` section of a training config: the task's name and its own keys, which the task
+/// validates (unknown keys are errors naming the key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSection {
+    /// Registry name.
+    pub name: String,
+    /// Every other key of the section.
+    #[serde(flatten)]
+    pub settings: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for TaskSection {
+    fn default() -> Self {
+        Self::named("rng")
+    }
+}
+
+impl TaskSection {
+    /// A section with the task's defaults.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            settings: BTreeMap::new(),
+        }
+    }
+
+    /// The task's own keys parsed into its settings type (`deny_unknown_fields` + `default`).
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| TaskError::Config(format!("task '{}': {e}", self.name)))
+    }
+}
+
+/// What building a task may read.
+pub struct TaskInputs<'a> {
+    /// The model's tokenizer.
+    pub tokenizer: &'a Tokenizer,
+    /// Folder of the datasets (`datasets/` of the repository by default).
+    pub data_dir: &'a Path,
+}
+
+/// Builds a task from its `[task]` section.
+pub type BuildTask = fn(&TaskSection, &TaskInputs<'_>) -> Result<Box<dyn Task>, TaskError>;
+
+/// One registered task: its name, a check of its settings (no files read), and its builder.
+pub struct Registration {
+    /// `[task] name`.
+    pub name: &'static str,
+    /// One line for `--help` and error messages.
+    pub about: &'static str,
+    /// Validates the section's keys and values.
+    pub check: fn(&TaskSection) -> Result<(), TaskError>,
+    /// Builds the task.
+    pub build: BuildTask,
+}
+
+/// Every task gfnlm knows.
+pub const REGISTRY: &[Registration] = &[rng::REGISTRATION];
+
+/// The registered names, comma-separated (for messages).
+pub fn task_names() -> String {
+    REGISTRY
+        .iter()
+        .map(|r| r.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn registration(name: &str) -> Result<&'static Registration, TaskError> {
+    REGISTRY.iter().find(|r| r.name == name).ok_or_else(|| {
+        TaskError::Config(format!(
+            "unknown task '{name}' (available: {})",
+            task_names()
+        ))
+    })
+}
+
+/// Validates a `[task]` section without building the task.
+pub fn check_config(section: &TaskSection) -> Result<(), TaskError> {
+    (registration(&section.name)?.check)(section)
+}
+
+/// Builds the task a `[task]` section names.
+pub fn from_config(
+    section: &TaskSection,
+    inputs: &TaskInputs<'_>,
+) -> Result<Box<dyn Task>, TaskError> {
+    let r = registration(&section.name)?;
+    (r.check)(section)?;
+    (r.build)(section, inputs)
+}
+
+/// The datasets folder: `$GFNLM_DATA_DIR`, else the repository's `datasets/`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("GFNLM_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_task_and_unknown_key_are_named() {
+        let e = check_config(&TaskSection::named("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope") && e.contains("rng"), "{e}");
+        let mut s = TaskSection::named("rng");
+        s.settings
+            .insert("invalid_log_rewrd".into(), serde_json::json!(-3.0));
+        let e = check_config(&s).unwrap_err().to_string();
+        assert!(e.contains("invalid_log_rewrd"), "{e}");
     }
 }

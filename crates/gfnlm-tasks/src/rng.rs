@@ -5,30 +5,78 @@
 //! one, leading zeros, out of range, non-digits) gets `invalid_log_reward`. With the reward
 //! defined on every prefix, every state of a trajectory has a log R, as modified SubTB needs.
 
+use burn::tensor::Device;
+use gfnlm_models::LanguageModel;
+use gfnlm_models::decode::{Behaviour, policy_terms, sample_trajectories, sequence_log_probs};
+use gfnlm_models::generate::score_continuations;
 use gfnlm_tokenizer::Tokenizer;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
-use crate::Constraint;
+use crate::{
+    Constraint, EvalContext, Evaluation, Example, Registration, RewardContext, Split, Task,
+    TaskError, TaskInputs, Trajectory,
+};
 
 /// The paper's prompt (trailing space included).
 pub const PROMPT: &str = "The following is a random integer drawn uniformly between 0 and 100: ";
 /// Largest valid integer.
 pub const MAX_VALUE: u32 = 100;
 
-/// Errors building the task from a tokenizer.
-#[derive(Debug, thiserror::Error)]
-pub enum TaskError {
-    /// The tokenizer does not have single-token digits.
-    #[error(
-        "the tokenizer has no single token for digit '{0}': the rng task needs one token per digit"
-    )]
-    Digit(char),
-    /// No terminator.
-    #[error("the tokenizer has no EOS token; pass an explicit terminator id")]
-    NoTerminator,
-    /// Tokenization failed.
-    #[error("tokenizing the prompt: {0}")]
-    Tokenize(String),
+/// The `[task]` keys of the rng task (all optional).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RngSettings {
+    /// log R of terminating at an invalid prefix.
+    pub invalid_log_reward: f64,
+    /// Restrict the action space to the digits and ⊤ (others get `vocab_alpha`).
+    pub restrict_vocab: bool,
+    /// Logit offset of disallowed tokens.
+    pub vocab_alpha: f32,
 }
+
+impl Default for RngSettings {
+    fn default() -> Self {
+        Self {
+            invalid_log_reward: -20.0,
+            restrict_vocab: true,
+            vocab_alpha: -99.0,
+        }
+    }
+}
+
+impl RngSettings {
+    fn validate(&self) -> Result<(), TaskError> {
+        if !self.invalid_log_reward.is_finite() {
+            return Err(TaskError::Config(format!(
+                "invalid_log_reward must be a finite number, got {}",
+                self.invalid_log_reward
+            )));
+        }
+        if !self.vocab_alpha.is_finite() {
+            return Err(TaskError::Config(format!(
+                "vocab_alpha must be a finite number, got {}",
+                self.vocab_alpha
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The rng task in the registry.
+pub const REGISTRATION: Registration = Registration {
+    name: "rng",
+    about: "a random integer drawn uniformly between 0 and 100 (paper §2)",
+    check: |section| section.parse::<RngSettings>()?.validate(),
+    build: |section, inputs: &TaskInputs<'_>| {
+        let s: RngSettings = section.parse()?;
+        let mut task = RngTask::new(inputs.tokenizer, None, s.invalid_log_reward)?;
+        task.restrict_vocab = s.restrict_vocab;
+        task.vocab_alpha = s.vocab_alpha;
+        Ok(Box::new(task))
+    },
+};
 
 /// The random-integer task over one tokenizer.
 #[derive(Debug, Clone)]
@@ -43,6 +91,12 @@ pub struct RngTask {
     pub invalid_log_reward: f64,
     /// Longest digit string considered (3 for 0..=100).
     pub max_digits: usize,
+    /// Restrict the action space to the digits and ⊤.
+    pub restrict_vocab: bool,
+    /// Logit offset of disallowed tokens when `restrict_vocab`.
+    pub vocab_alpha: f32,
+    /// The one example (the prompt), for every split.
+    examples: Vec<Example>,
 }
 
 /// Exact evaluation of a policy on the task.
@@ -111,21 +165,44 @@ impl RngTask {
             let c = char::from(b'0' + d as u8);
             *slot = tokenizer
                 .token_to_id(&c.to_string())
-                .ok_or(TaskError::Digit(c))?;
+                .ok_or_else(|| {
+                    TaskError::Tokenizer(format!(
+                        "the tokenizer has no single token for digit '{c}': the rng task needs one token per digit"
+                    ))
+                })?;
         }
-        let terminator = terminator
-            .or(tokenizer.eos_id())
-            .ok_or(TaskError::NoTerminator)?;
+        let terminator = terminator.or(tokenizer.eos_id()).ok_or_else(|| {
+            TaskError::Tokenizer("the tokenizer has no EOS token to end an answer".into())
+        })?;
         let prompt = tokenizer
             .encode(PROMPT, false)
-            .map_err(|e| TaskError::Tokenize(e.to_string()))?;
-        Ok(Self {
+            .map_err(|e| TaskError::Tokenizer(format!("tokenizing the prompt: {e}")))?;
+        Ok(Self::from_parts(
+            prompt,
+            digits,
+            terminator,
+            invalid_log_reward,
+        ))
+    }
+
+    /// The task from token ids (tests and custom tokenizers): three digits at most, the
+    /// vocabulary restricted to digits and ⊤ with offset −99.
+    pub fn from_parts(
+        prompt: Vec<u32>,
+        digits: [u32; 10],
+        terminator: u32,
+        invalid_log_reward: f64,
+    ) -> Self {
+        Self {
+            examples: vec![Example::prompt_only("rng", prompt.clone())],
             prompt,
             digits,
             terminator,
             invalid_log_reward,
             max_digits: 3,
-        })
+            restrict_vocab: true,
+            vocab_alpha: -99.0,
+        }
     }
 
     /// The digit value of a token, if it is a digit.
@@ -192,18 +269,216 @@ impl RngTask {
     }
 }
 
+impl Task for RngTask {
+    fn name(&self) -> &str {
+        "rng"
+    }
+
+    fn examples(&self, _split: Split) -> &[Example] {
+        &self.examples
+    }
+
+    fn constraint(&self, _example: &Example) -> Constraint {
+        RngTask::constraint(self, self.vocab_alpha, self.restrict_vocab)
+    }
+
+    fn log_rewards(
+        &self,
+        _example: &Example,
+        trajectories: &[Trajectory],
+        _ctx: &RewardContext<'_>,
+    ) -> Vec<Vec<f64>> {
+        trajectories
+            .iter()
+            .map(|t| RngTask::log_rewards(self, &t.tokens))
+            .collect()
+    }
+
+    fn is_valid(
+        &self,
+        _example: &Example,
+        _trajectory: &Trajectory,
+        terminal_log_reward: f64,
+    ) -> bool {
+        terminal_log_reward == 0.0
+    }
+
+    fn evaluate(&self, ctx: &EvalContext<'_>) -> Result<Evaluation, TaskError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
+        let constraint = Task::constraint(self, &self.examples[0]);
+        let e = evaluate_rng(
+            ctx.model,
+            self,
+            &constraint,
+            ctx.samples,
+            &mut rng,
+            ctx.device,
+        );
+        let mut summary = Vec::new();
+        let mut markdown = String::from(
+            "| distribution | valid mass (exact) | KL(q‖U) | KL(U‖q) | entropy (uniform 4.615) | top integers |\n|---|---|---|---|---|---|\n",
+        );
+        for (label, r) in [
+            ("constrained sampler", &e.constrained),
+            ("unconstrained LM", &e.unconstrained),
+        ] {
+            let top3: Vec<String> = r
+                .top
+                .iter()
+                .take(3)
+                .map(|(k, p)| format!("{k}:{p:.3}"))
+                .collect();
+            summary.push(format!(
+                "[{label}]: valid mass {:.4e}  KL(q||U) {:.4}  KL(U||q) {:.4}  entropy {:.3} (uniform 4.615)  top {top3:?}",
+                r.valid_mass, r.kl_q_u, r.kl_u_q, r.entropy
+            ));
+            markdown.push_str(&format!(
+                "| {label} | {:.4} | {:.4} | {:.4} | {:.3} | {} |\n",
+                r.valid_mass,
+                r.kl_q_u,
+                r.kl_u_q,
+                r.entropy,
+                top3.join(", ")
+            ));
+        }
+        summary.push(format!(
+            "[samples]: {} draws, {:.1}% valid",
+            e.samples,
+            100.0 * (e.samples - e.invalid_samples) as f64 / e.samples.max(1) as f64
+        ));
+        Ok(Evaluation {
+            metrics: serde_json::to_value(&e).expect("evaluation serialises"),
+            summary,
+            markdown,
+        })
+    }
+}
+
+/// Exact and sampled results of a policy on the rng task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RngEvaluation {
+    /// The policy as the sampler runs it (task constraint applied, ⊤ forced at max_len).
+    pub constrained: RngReport,
+    /// The bare language model, no constraint: log p(digits, EOS | prompt).
+    pub unconstrained: RngReport,
+    /// Counts of each integer 0..=100 among `samples` draws of the constrained sampler.
+    pub histogram: Vec<u64>,
+    /// Draws that were not a valid integer.
+    pub invalid_samples: u64,
+    /// Number of draws.
+    pub samples: u64,
+}
+
+/// Summary of one distribution over 0..=100.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RngReport {
+    /// Probability of a valid answer.
+    pub valid_mass: f64,
+    /// KL(q̂‖U), nats.
+    pub kl_q_u: f64,
+    /// KL(U‖q̂), nats.
+    pub kl_u_q: f64,
+    /// Entropy of q̂, nats.
+    pub entropy: f64,
+    /// Top-10 integers with their normalised probability.
+    pub top: Vec<(u32, f64)>,
+    /// q(k⊤) for each k (unnormalised).
+    pub probs: Vec<f64>,
+}
+
+impl From<RngMetrics> for RngReport {
+    fn from(m: RngMetrics) -> Self {
+        Self {
+            valid_mass: m.valid_mass,
+            kl_q_u: m.kl_q_u,
+            kl_u_q: m.kl_u_q,
+            entropy: m.entropy,
+            top: m.top,
+            probs: m.probs,
+        }
+    }
+}
+
+/// log q(k⊤) for k = 0..=100 under the constrained policy, by teacher forcing (batched).
+pub fn constrained_log_probs(
+    model: &(impl LanguageModel + ?Sized),
+    task: &RngTask,
+    constraint: &Constraint,
+    device: &Device,
+) -> Vec<f64> {
+    let trajs: Vec<Trajectory> = (0..=MAX_VALUE)
+        .map(|k| {
+            let mut tokens = task.spell(k);
+            tokens.pop();
+            let forced = tokens.len() == constraint.max_len;
+            Trajectory::new(tokens, forced)
+        })
+        .collect();
+    let terms = policy_terms(model, &task.prompt, &trajs, constraint, device);
+    sequence_log_probs(&terms, &trajs)
+}
+
+/// Evaluates `model` (a no-grad model) exactly, and from `samples` draws of the sampler.
+pub fn evaluate_rng(
+    model: &(impl LanguageModel + ?Sized),
+    task: &RngTask,
+    constraint: &Constraint,
+    samples: usize,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> RngEvaluation {
+    let constrained =
+        RngMetrics::from_log_probs(&constrained_log_probs(model, task, constraint, device)).into();
+    let conts: Vec<Vec<u32>> = (0..=MAX_VALUE).map(|k| task.spell(k)).collect();
+    let lp: Vec<f64> = score_continuations(model, &task.prompt, &conts, device)
+        .iter()
+        .map(|v| v.iter().map(|&x| x as f64).sum())
+        .collect();
+    let unconstrained = RngMetrics::from_log_probs(&lp).into();
+    let mut histogram = vec![0u64; (MAX_VALUE + 1) as usize];
+    let mut invalid = 0;
+    let chunk = 256;
+    let mut left = samples;
+    while left > 0 {
+        let n = left.min(chunk);
+        let draws = sample_trajectories(
+            model,
+            &task.prompt,
+            n,
+            constraint,
+            Behaviour::ON_POLICY,
+            None,
+            rng,
+            device,
+        );
+        for t in draws {
+            match task.parse(&t.tokens) {
+                Some(k) => histogram[k as usize] += 1,
+                None => invalid += 1,
+            }
+        }
+        left -= n;
+    }
+    RngEvaluation {
+        constrained,
+        unconstrained,
+        histogram,
+        invalid_samples: invalid,
+        samples: samples as u64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn task() -> RngTask {
-        RngTask {
-            prompt: vec![1, 2, 3],
-            digits: [32, 33, 34, 35, 36, 37, 38, 39, 40, 41],
-            terminator: 2,
-            invalid_log_reward: -20.0,
-            max_digits: 3,
-        }
+        RngTask::from_parts(
+            vec![1, 2, 3],
+            [32, 33, 34, 35, 36, 37, 38, 39, 40, 41],
+            2,
+            -20.0,
+        )
     }
 
     #[test]

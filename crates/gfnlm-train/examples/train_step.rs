@@ -16,9 +16,9 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Tensor, TensorData};
 use gfnlm_lora::{LoraConfig, apply_lora_seeded, set_adapters_enabled};
+use gfnlm_models::decode::{Behaviour, Constraint};
 use gfnlm_objectives::{TrajectoryBatch, modified_subtb};
 use gfnlm_rewards::LmLikelihood;
-use gfnlm_tasks::Constraint;
 use gfnlm_train::{policy_terms, sample_trajectories};
 use rand::SeedableRng;
 
@@ -74,13 +74,22 @@ fn main() {
                 &prompt,
                 8,
                 &constraint,
-                1.0,
-                0.0,
+                Behaviour::ON_POLICY,
+                None,
                 &mut rng,
                 &plain,
             )
         } else {
-            sample_trajectories(&policy, &prompt, 8, &constraint, 1.0, 0.0, &mut rng, &plain)
+            sample_trajectories(
+                &policy,
+                &prompt,
+                8,
+                &constraint,
+                Behaviour::ON_POLICY,
+                None,
+                &mut rng,
+                &plain,
+            )
         };
         let t_sample = t0.elapsed().as_secs_f64();
 

@@ -8,7 +8,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::sampler::Trajectory;
+use gfnlm_models::decode::Trajectory;
 
 /// A stored trajectory with its untempered log-rewards for every prefix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,10 +151,7 @@ mod tests {
         let mut lr = vec![-99.0; tokens.len()];
         lr.push(r);
         Entry {
-            trajectory: Trajectory {
-                tokens: tokens.to_vec(),
-                forced: false,
-            },
+            trajectory: Trajectory::new(tokens.to_vec(), false),
             log_rewards: lr,
         }
     }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use gfnlm_models::WeightPrecision;
+pub use gfnlm_tasks::TaskSection;
 use serde::{Deserialize, Serialize};
 
 /// Which GFlowNet objective to minimise.
@@ -54,29 +55,13 @@ impl Default for LoraSection {
     }
 }
 
-/// Task-specific settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TaskSection {
-    /// Task name (`rng`).
-    pub name: String,
-    /// log R of terminating at an invalid prefix.
-    pub invalid_log_reward: f64,
-    /// Restrict the action space to the task's tokens (others get `vocab_alpha`).
-    pub restrict_vocab: bool,
-    /// Logit offset of disallowed tokens.
-    pub vocab_alpha: f32,
-}
-
-impl Default for TaskSection {
-    fn default() -> Self {
-        Self {
-            name: "rng".into(),
-            invalid_log_reward: -20.0,
-            restrict_vocab: true,
-            vocab_alpha: -99.0,
-        }
-    }
+/// The learning rule applied to each rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateRule {
+    /// GFlowNet fine-tuning with `objective` (the paper's method).
+    #[default]
+    Gflownet,
 }
 
 /// Every hyper-parameter of a run.
@@ -101,7 +86,9 @@ pub struct TrainConfig {
     pub linear_decay: bool,
     /// AdamW weight decay.
     pub weight_decay: f64,
-    /// Objective.
+    /// Learning rule (`gflownet`).
+    pub update: UpdateRule,
+    /// GFlowNet objective.
     pub objective: Objective,
     /// λ of modified SubTB.
     pub subtb_lambda: f64,
@@ -140,7 +127,7 @@ pub struct TrainConfig {
     pub sample_merged: bool,
     /// LoRA.
     pub lora: LoraSection,
-    /// Task.
+    /// Task: `name` plus the task's own keys (validated by the task; see docs/training.md).
     pub task: TaskSection,
 }
 
@@ -156,6 +143,7 @@ impl Default for TrainConfig {
             warmup_steps: 10,
             linear_decay: false,
             weight_decay: 0.0,
+            update: UpdateRule::Gflownet,
             objective: Objective::Subtb,
             subtb_lambda: 1.0,
             replay_prob: 0.25,
@@ -224,11 +212,8 @@ impl TrainConfig {
         if !(self.reward_temp_start > 0.0 && self.reward_temp_end > 0.0) {
             p.push("reward temperatures must be > 0".into());
         }
-        if self.task.name != "rng" {
-            p.push(format!(
-                "unknown task '{}' (available: rng)",
-                self.task.name
-            ));
+        if let Err(e) = gfnlm_tasks::check_config(&self.task) {
+            p.push(e.to_string());
         }
         if p.is_empty() {
             Ok(())

@@ -1,28 +1,27 @@
-//! The GFlowNet fine-tuning loop of design §3, shared by every task.
+//! The fine-tuning loop of design §3, shared by every task, architecture and update rule.
 //!
-//! - [`sampler`]: no-grad batched sampling from the policy under a [`Constraint`] (vocabulary
-//!   offsets, min/max length), with temperature and ε-uniform exploration, a shared prompt
-//!   prefix and the KV cache;
-//! - [`policy`]: ONE teacher-forced forward of the policy that yields log q(token) and log q(⊤)
-//!   for every step (with gradients when the model is on an autodiff device);
-//! - [`buffer`]: the per-prompt replay buffer (top-K by untempered log R, exact and near-duplicate
-//!   removal);
+//! - [`trainer`]: [`Trainer`] over any [`gfnlm_models::CausalLm`], any [`gfnlm_tasks::Task`]
+//!   and any [`Update`]: example → rollout (replay or the one decode loop,
+//!   [`gfnlm_models::decode`]) → the task's rewards → the update's loss → AdamW; checkpoints
+//!   and exact resume;
+//! - [`update`]: the [`Update`] trait and [`GFlowNet`] (modified SubTB, DB, TB with log Z per
+//!   prompt, VarGrad);
+//! - [`buffer`]: the per-prompt replay buffer (top-K by untempered log R, exact and
+//!   near-duplicate removal);
 //! - [`schedule`]: learning-rate warm-up/decay and the reward-temperature schedule.
-//!
-//! [`Constraint`]: gfnlm_tasks::Constraint
 
 pub mod buffer;
 pub mod config;
-pub mod eval;
 pub mod log_z;
-pub mod policy;
-pub mod sampler;
 pub mod schedule;
 pub mod trainer;
+pub mod update;
 
 pub use buffer::ReplayBuffer;
 pub use config::TrainConfig;
+pub use gfnlm_models::decode::{
+    PolicyTerms, Trajectory, policy_terms, sample_trajectories, sequence_log_probs,
+};
 pub use log_z::LogZ;
-pub use policy::{PolicyTerms, policy_terms, sequence_log_probs};
-pub use sampler::{Trajectory, sample_trajectories};
 pub use trainer::{StepStats, TrainError, Trainer};
+pub use update::{GFlowNet, Rollout, Update, UpdateLoss, update_from_config};

@@ -1,5 +1,7 @@
-//! The training loop (design §3): sample → one teacher-forced policy pass → per-prefix rewards →
-//! objective → backward → AdamW on the LoRA parameters; replay buffer, schedules, checkpoints.
+//! The training loop (design §3), the same for every task, architecture and update rule:
+//! pick an example → rollout (replay or sample) → the task's per-state rewards → the update
+//! rule's loss → backward → AdamW on the LoRA parameters; replay buffer, schedules,
+//! checkpoints, exact resume.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -7,23 +9,19 @@ use std::time::Instant;
 
 use burn::module::{Module, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use gfnlm_lora::{AdaptableModel, LoraConfig};
-use gfnlm_models::LlamaForCausalLm;
-use gfnlm_objectives::{
-    TrajectoryBatch, diagnostics, modified_db, modified_subtb, trajectory_balance, vargrad,
-};
-use gfnlm_tasks::{Constraint, RngTask};
+use gfnlm_models::CausalLm;
+use gfnlm_models::decode::{Behaviour, sample_trajectories};
+use gfnlm_tasks::{Constraint, Example, RewardContext, Split, Task, Trajectory};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::buffer::{Entry, ReplayBuffer};
-use crate::config::{Objective, TrainConfig};
-use crate::log_z::LogZ;
-use crate::policy::policy_terms;
-use crate::sampler::sample_trajectories;
+use crate::config::TrainConfig;
 use crate::schedule::{LrSchedule, RewardTemperature};
+use crate::update::{Rollout, Update};
 
 /// What went wrong in a run.
 #[derive(Debug, thiserror::Error)]
@@ -99,26 +97,25 @@ struct RunState {
     buffer: ReplayBuffer,
     nonfinite_streak: usize,
     config: TrainConfig,
+    /// The update rule's own state (e.g. log Z per prompt).
     #[serde(default)]
-    log_z: LogZ,
+    update: serde_json::Value,
 }
 
-/// A GFlowNet fine-tuning run on the random-integer task.
+/// A fine-tuning run: any [`CausalLm`], any [`Task`], any [`Update`] rule.
 pub struct Trainer {
     /// The configuration.
     pub cfg: TrainConfig,
     /// Policy (LoRA on the base model) on the autodiff device.
-    pub model: LlamaForCausalLm,
+    pub model: CausalLm,
     /// The task.
-    pub task: RngTask,
-    /// Constraint used by sampler and loss.
-    pub constraint: Constraint,
-    /// Replay buffer.
+    pub task: Box<dyn Task>,
+    /// The learning rule.
+    pub update: Box<dyn Update>,
+    /// Replay buffer (per prompt).
     pub buffer: ReplayBuffer,
     /// Optimizer steps done.
     pub step: usize,
-    /// Learned log Z (used by objective `tb` only).
-    pub log_z: LogZ,
     optim: burn::optim::ModuleOptimizer,
     device: Device,
     rng: ChaCha8Rng,
@@ -135,7 +132,7 @@ pub fn lora_config(cfg: &TrainConfig) -> LoraConfig {
 
 /// Gives every adapter parameter a stable id derived from its layer name, so optimizer state
 /// saved in one process matches the parameters of the next (resume).
-fn stable_adapter_ids(model: &mut LlamaForCausalLm) {
+fn stable_adapter_ids(model: &mut CausalLm) {
     fn fnv(s: &str) -> u64 {
         s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100000001b3)
@@ -157,14 +154,22 @@ fn stable_adapter_ids(model: &mut LlamaForCausalLm) {
     });
 }
 
+/// One micro-batch's trajectories with their rewards and how they were obtained.
+struct Sampled {
+    trajectories: Vec<Trajectory>,
+    log_rewards: Vec<Vec<f64>>,
+    behaviour: &'static str,
+}
+
 impl Trainer {
-    /// Sets up a fresh run: LoRA on `base` (seeded), AdamW, empty buffer.
+    /// Sets up a fresh run of `update` on `task`: LoRA on `base` (seeded), AdamW, empty buffer.
     ///
     /// `device` must be an autodiff device (`Device::…().autodiff()`); `base` must live on it.
     pub fn new(
         cfg: TrainConfig,
-        mut base: LlamaForCausalLm,
-        task: RngTask,
+        mut base: CausalLm,
+        task: Box<dyn Task>,
+        update: Box<dyn Update>,
         device: Device,
     ) -> Result<Self, TrainError> {
         cfg.validate().map_err(TrainError::Config)?;
@@ -172,11 +177,16 @@ impl Trainer {
             device.is_autodiff(),
             "Trainer::new needs an autodiff device"
         );
+        if task.examples(Split::Train).is_empty() {
+            return Err(TrainError::Config(format!(
+                "task '{}' has no training examples",
+                task.name()
+            )));
+        }
         gfnlm_lora::apply_lora_seeded(&mut base, &lora_config(&cfg), cfg.seed, &device)?;
         stable_adapter_ids(&mut base);
         base.set_weight_precision(cfg.precision)
             .map_err(|e| TrainError::Config(e.to_string()))?;
-        let constraint = task.constraint(cfg.task.vocab_alpha, cfg.task.restrict_vocab);
         let optim = AdamWConfig::new()
             .with_weight_decay(cfg.weight_decay as f32)
             .init();
@@ -186,9 +196,8 @@ impl Trainer {
             cfg,
             model: base,
             task,
-            constraint,
+            update,
             step: 0,
-            log_z: LogZ::default(),
             optim,
             device,
             nonfinite_streak: 0,
@@ -214,112 +223,127 @@ impl Trainer {
     }
 
     /// A no-grad snapshot of the policy for sampling and evaluation.
-    pub fn policy(&self) -> LlamaForCausalLm {
+    pub fn policy(&self) -> CausalLm {
         self.model.valid()
     }
 
-    /// One optimizer step (`grad_accum` micro-batches). Non-finite losses are skipped with a
-    /// warning; after `max_nonfinite_in_a_row` the run stops, saving the batch to `out_dir`.
+    /// The base model (adapters off, no grad) for rewards: the policy's weights, one copy.
+    pub fn base_model(&self) -> CausalLm {
+        let mut base = self.model.valid();
+        gfnlm_lora::set_adapters_enabled(&mut base, false);
+        base
+    }
+
+    /// The training example of micro-batch `micro` of the current step: drawn uniformly from
+    /// the task's training split by a generator derived from (seed, step, micro), so a resumed
+    /// run draws the same prompts and the trajectory sampler's stream is untouched.
+    fn pick_example(&self, micro: usize) -> Example {
+        let train = self.task.examples(Split::Train);
+        if train.len() == 1 {
+            return train[0].clone();
+        }
+        let stream = (self.step * self.cfg.grad_accum + micro) as u64;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0x9e37_79b9_7f4a_7c15);
+        rng.set_stream(stream);
+        train[rng.random_range(0..train.len())].clone()
+    }
+
+    /// Rollout of one micro-batch: replay from the buffer (with probability `replay_prob`), or
+    /// sample from the policy at a tempered or the policy's own temperature, then score every
+    /// state with the task's reward (the base model is the policy with its adapters off).
+    fn rollout(&mut self, example: &Example, constraint: &Constraint) -> Sampled {
+        let prompt = &example.prompt;
+        let u: f64 = self.rng.random();
+        let replay = (u < self.cfg.replay_prob)
+            .then(|| {
+                self.buffer
+                    .sample(prompt, self.cfg.batch_size, &mut self.rng)
+            })
+            .flatten();
+        if let Some(entries) = replay {
+            let log_rewards = entries.iter().map(|e| e.log_rewards.clone()).collect();
+            return Sampled {
+                trajectories: entries.into_iter().map(|e| e.trajectory).collect(),
+                log_rewards,
+                behaviour: "replay",
+            };
+        }
+        let (temperature, kind) = if u < self.cfg.replay_prob + self.cfg.tempered_prob {
+            (
+                self.rng
+                    .random_range(self.cfg.temp_low..=self.cfg.temp_high),
+                "tempered",
+            )
+        } else {
+            (1.0, "on-policy")
+        };
+        let valid_device = self.device.clone().without_autodiff();
+        let mut policy = self.policy();
+        if self.cfg.sample_merged {
+            gfnlm_lora::merge(&mut policy);
+        }
+        let behaviour = Behaviour {
+            temperature,
+            epsilon: self.cfg.epsilon,
+        };
+        let trajectories = sample_trajectories(
+            &policy,
+            prompt,
+            self.cfg.batch_size,
+            constraint,
+            behaviour,
+            self.task.tool(),
+            &mut self.rng,
+            &valid_device,
+        );
+        drop(policy);
+        let base = self.base_model();
+        let ctx = RewardContext {
+            base: &base,
+            device: &valid_device,
+        };
+        let log_rewards = self.task.log_rewards(example, &trajectories, &ctx);
+        for (t, r) in trajectories.iter().zip(&log_rewards) {
+            self.buffer.add(
+                prompt,
+                Entry {
+                    trajectory: t.clone(),
+                    log_rewards: r.clone(),
+                },
+            );
+        }
+        Sampled {
+            trajectories,
+            log_rewards,
+            behaviour: kind,
+        }
+    }
+
+    /// One optimizer step (`grad_accum` micro-batches: rollout → rewards → update). Non-finite
+    /// losses are skipped with a warning; after `max_nonfinite_in_a_row` the run stops, saving
+    /// the batch to `out_dir`.
     pub fn train_step(&mut self, out_dir: &Path) -> Result<StepStats, TrainError> {
         let t0 = Instant::now();
-        let prompt = self.task.prompt.clone();
         let t_r = self.reward_temperature().at(self.step);
         let lr = self.lr_schedule().at(self.step);
-        let mut accum = GradientsAccumulator::<LlamaForCausalLm>::new();
+        let mut accum = GradientsAccumulator::<CausalLm>::new();
         let (mut losses, mut term_r, mut lens) = (Vec::new(), Vec::new(), Vec::new());
         let (mut behaviour, mut skipped, mut var) = (Vec::new(), 0, 0.0);
-        let valid_device = self.device.clone().without_autodiff();
-        let mut log_z_grad = 0.0;
-        for _ in 0..self.cfg.grad_accum {
-            let u: f64 = self.rng.random();
-            let replay = (u < self.cfg.replay_prob)
-                .then(|| {
-                    self.buffer
-                        .sample(&prompt, self.cfg.batch_size, &mut self.rng)
-                })
-                .flatten();
-            let (trajs, rewards, kind) = match replay {
-                Some(entries) => {
-                    let r = entries.iter().map(|e| e.log_rewards.clone()).collect();
-                    (
-                        entries
-                            .into_iter()
-                            .map(|e| e.trajectory)
-                            .collect::<Vec<_>>(),
-                        r,
-                        "replay",
-                    )
-                }
-                None => {
-                    let (temp, kind) = if u < self.cfg.replay_prob + self.cfg.tempered_prob {
-                        (
-                            self.rng
-                                .random_range(self.cfg.temp_low..=self.cfg.temp_high),
-                            "tempered",
-                        )
-                    } else {
-                        (1.0, "on-policy")
-                    };
-                    let mut policy = self.policy();
-                    if self.cfg.sample_merged {
-                        gfnlm_lora::merge(&mut policy);
-                    }
-                    let trajs = sample_trajectories(
-                        &policy,
-                        &prompt,
-                        self.cfg.batch_size,
-                        &self.constraint,
-                        temp,
-                        self.cfg.epsilon,
-                        &mut self.rng,
-                        &valid_device,
-                    );
-                    let r: Vec<Vec<f64>> = trajs
-                        .iter()
-                        .map(|t| self.task.log_rewards(&t.tokens))
-                        .collect();
-                    for (t, r) in trajs.iter().zip(&r) {
-                        self.buffer.add(
-                            &prompt,
-                            Entry {
-                                trajectory: t.clone(),
-                                log_rewards: r.clone(),
-                            },
-                        );
-                    }
-                    (trajs, r, kind)
-                }
+        let mut valid = 0usize;
+        for micro in 0..self.cfg.grad_accum {
+            let example = self.pick_example(micro);
+            let constraint = self.task.constraint(&example);
+            let s = self.rollout(&example, &constraint);
+            behaviour.push(s.behaviour.to_string());
+            let rollout = Rollout {
+                example: &example,
+                constraint: &constraint,
+                trajectories: &s.trajectories,
+                log_rewards: &s.log_rewards,
+                reward_temperature: t_r,
             };
-            behaviour.push(kind.to_string());
-            let terms = policy_terms(&self.model, &prompt, &trajs, &self.constraint, &self.device);
-            let t = terms.steps;
-            let b = trajs.len();
-            let mut lr_host = vec![0f32; b * (t + 1)];
-            for (i, r) in rewards.iter().enumerate() {
-                for (k, v) in r.iter().enumerate() {
-                    lr_host[i * (t + 1) + k] = (*v / t_r) as f32;
-                }
-            }
-            let log_r = Tensor::<2>::from_data(TensorData::new(lr_host, [b, t + 1]), &self.device);
-            let lengths: Vec<usize> = trajs.iter().map(|t| t.tokens.len()).collect();
-            let mut batch =
-                TrajectoryBatch::new(terms.log_pf, terms.log_pterm, log_r, lengths.clone())?;
-            if t == self.constraint.max_len && trajs.iter().any(|t| t.forced) {
-                batch = batch.with_forced_stop(self.constraint.max_len)?;
-            }
-            let mut log_z_t = None;
-            let loss = match self.cfg.objective {
-                Objective::Subtb => modified_subtb(&batch, self.cfg.subtb_lambda)?,
-                Objective::Db => modified_db(&batch)?,
-                Objective::Vargrad => vargrad(&batch)?,
-                Objective::Tb => {
-                    let z = TensorData::new(vec![self.log_z.value as f32], [1]);
-                    let z = Tensor::<1>::from_data(z, &self.device).require_grad();
-                    log_z_t = Some(z.clone());
-                    trajectory_balance(&batch, z)?
-                }
-            };
-            let value = loss.clone().into_scalar::<f32>() as f64;
+            let out = self.update.loss(&self.model, &rollout, &self.device)?;
+            let value = out.loss.clone().into_scalar::<f32>() as f64;
             if !value.is_finite() {
                 skipped += 1;
                 self.nonfinite_streak += 1;
@@ -333,7 +357,8 @@ impl Trainer {
                     let _ = fs::create_dir_all(out_dir);
                     let _ = fs::write(
                         &batch_file,
-                        serde_json::to_string_pretty(&(&trajs, &rewards)).unwrap_or_default(),
+                        serde_json::to_string_pretty(&(&s.trajectories, &s.log_rewards))
+                            .unwrap_or_default(),
                     );
                     return Err(TrainError::NonFinite {
                         count: self.nonfinite_streak,
@@ -344,25 +369,24 @@ impl Trainer {
                 continue;
             }
             self.nonfinite_streak = 0;
-            var = diagnostics(&batch)
-                .map(|d| d.log_ratio_var)
-                .unwrap_or(f64::NAN);
-            let grads = loss.div_scalar(self.cfg.grad_accum as f64).backward();
-            if let Some(g) = log_z_t.and_then(|z| z.grad(&grads)) {
-                log_z_grad += g.into_scalar::<f32>() as f64;
-            }
+            var = out.log_ratio_var.unwrap_or(f64::NAN);
+            let grads = out.loss.div_scalar(self.cfg.grad_accum as f64).backward();
+            self.update.after_backward(&grads);
             accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
             losses.push(value);
-            term_r.extend(rewards.iter().map(|r| *r.last().unwrap()));
-            lens.extend(lengths);
+            for (t, r) in s.trajectories.iter().zip(&s.log_rewards) {
+                let last = *r.last().expect("a reward per state");
+                valid += self.task.is_valid(&example, t, last) as usize;
+                term_r.push(last);
+            }
+            lens.extend(s.trajectories.iter().map(Trajectory::num_actions));
         }
         let grads = accum.grads();
         if !grads.is_empty() {
             self.model = self.optim.step(lr, self.model.clone(), grads);
         }
-        let tb = self.cfg.objective == Objective::Tb;
-        if tb && !losses.is_empty() {
-            self.log_z.step(log_z_grad, self.cfg.lr_log_z);
+        if !losses.is_empty() {
+            self.update.after_step();
         }
         self.step += 1;
         let n = term_r.len().max(1) as f64;
@@ -372,7 +396,7 @@ impl Trainer {
             loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
             mean_log_r: term_r.iter().sum::<f64>() / n,
             max_log_r: best,
-            valid_frac: term_r.iter().filter(|&&r| r == 0.0).count() as f64 / n,
+            valid_frac: valid as f64 / n,
             mean_len: lens.iter().sum::<usize>() as f64 / n,
             log_ratio_var: var,
             lr,
@@ -380,7 +404,7 @@ impl Trainer {
             behaviour,
             skipped,
             seconds: t0.elapsed().as_secs_f64(),
-            log_z: tb.then_some(self.log_z.value),
+            log_z: self.update.log_z(),
         })
     }
 
@@ -406,7 +430,7 @@ impl Trainer {
             buffer: self.buffer.clone(),
             nonfinite_streak: self.nonfinite_streak,
             config: self.cfg.clone(),
-            log_z: self.log_z.clone(),
+            update: self.update.state(),
         };
         let sp = tmp.join("state.json");
         fs::write(
@@ -462,7 +486,9 @@ impl Trainer {
         self.rng = state.rng;
         self.buffer = state.buffer;
         self.nonfinite_streak = state.nonfinite_streak;
-        self.log_z = state.log_z;
+        self.update
+            .load_state(state.update)
+            .map_err(|e| err(&sp, &e))?;
         Ok(())
     }
 }

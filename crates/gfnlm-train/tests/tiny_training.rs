@@ -3,12 +3,38 @@
 
 use burn::module::Module;
 use burn::tensor::Device;
+use gfnlm_models::decode::Behaviour;
 use gfnlm_models::generate::{SampleOptions, sample};
-use gfnlm_models::{LlamaConfig, LlamaForCausalLm};
+use gfnlm_models::{CausalLm, LlamaConfig, LlamaForCausalLm};
 use gfnlm_tasks::{Constraint, RngTask};
 use gfnlm_train::{TrainConfig, Trainer, Trajectory, policy_terms};
 
+/// A trainer for the tiny rng task with the config's update rule.
+fn trainer(cfg: TrainConfig, base: LlamaForCausalLm, device: &Device) -> Trainer {
+    let update = gfnlm_train::update_from_config(&cfg);
+    Trainer::new(
+        cfg,
+        CausalLm::Llama(base),
+        Box::new(tiny_task()),
+        update,
+        device.clone(),
+    )
+    .unwrap()
+}
+
+fn llama(m: &CausalLm) -> &LlamaForCausalLm {
+    match m {
+        CausalLm::Llama(m) => m,
+        other => panic!("not a Llama: {:?}", other.architecture()),
+    }
+}
+
+/// `device.seed` + random init use the device's global generator: tests running in parallel
+/// threads would interleave their draws and get different weights.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn tiny(device: &Device) -> LlamaForCausalLm {
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(11);
     LlamaConfig {
         vocab_size: 64,
@@ -65,10 +91,7 @@ fn one_pass_policy_terms_equal_the_step_by_step_sampler() {
                 tokens.pop();
             }
             tokens.truncate(max_len);
-            Trajectory {
-                forced: !ended,
-                tokens,
-            }
+            Trajectory::new(tokens, !ended)
         })
         .collect();
     let terms = policy_terms(&model, &prompt, &trajs, &constraint, &device);
@@ -97,13 +120,12 @@ fn one_pass_policy_terms_equal_the_step_by_step_sampler() {
 }
 
 fn tiny_task() -> RngTask {
-    RngTask {
-        prompt: vec![5, 6, 7],
-        digits: [10, 11, 12, 13, 14, 15, 16, 17, 18, 19],
-        terminator: 2,
-        invalid_log_reward: -20.0,
-        max_digits: 3,
-    }
+    RngTask::from_parts(
+        vec![5, 6, 7],
+        [10, 11, 12, 13, 14, 15, 16, 17, 18, 19],
+        2,
+        -20.0,
+    )
 }
 
 fn config() -> TrainConfig {
@@ -152,8 +174,8 @@ fn bf16_frozen_weights_train_and_resume() {
         ..config()
     };
     let device = gfnlm_models::parse_device("flex").unwrap().autodiff();
-    let t = Trainer::new(cfg.clone(), tiny(&device), tiny_task(), device).unwrap();
-    let q = &t.model.model.layers[0].self_attn.q_proj;
+    let t = trainer(cfg.clone(), tiny(&device), &device);
+    let q = &llama(&t.model).model.layers[0].self_attn.q_proj;
     assert_eq!(q.weight.val().dtype(), burn::tensor::DType::BF16);
     let lora = q.lora.as_ref().expect("adapter");
     assert_eq!(lora.lora_b.val().dtype(), burn::tensor::DType::F32);
@@ -169,7 +191,7 @@ fn merged_sampling_draws_the_same_trajectories() {
         ..config()
     };
     let device = gfnlm_models::parse_device("flex").unwrap().autodiff();
-    let mut t = Trainer::new(cfg, tiny(&device), tiny_task(), device.clone()).unwrap();
+    let mut t = trainer(cfg, tiny(&device), &device);
     // Non-zero B, so that merging changes the weights.
     gfnlm_lora::AdaptableModel::for_each_linear_mut(&mut t.model, &mut |_, l| {
         if let Some(a) = l.lora.as_mut() {
@@ -179,8 +201,8 @@ fn merged_sampling_draws_the_same_trajectories() {
     let plain = t.policy();
     let mut merged = plain.clone();
     assert!(gfnlm_lora::merge(&mut merged) > 0);
-    let q = |m: &LlamaForCausalLm| {
-        let w = &m.model.layers[0].self_attn.q_proj.weight;
+    let q = |m: &CausalLm| {
+        let w = &llama(m).model.layers[0].self_attn.q_proj.weight;
         w.val()
             .into_data()
             .convert::<f32>()
@@ -189,15 +211,20 @@ fn merged_sampling_draws_the_same_trajectories() {
     };
     assert_ne!(q(&plain), q(&merged), "merging changed nothing");
     let valid = device.clone().without_autodiff();
-    let draw = |m: &LlamaForCausalLm| {
+    let constraint = tiny_task().constraint(-99.0, true);
+    let draw = |m: &CausalLm| {
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+        let behaviour = Behaviour {
+            temperature: 1.0,
+            epsilon: 0.05,
+        };
         gfnlm_train::sample_trajectories(
             m,
             &[5, 6, 7],
             32,
-            &t.constraint,
-            1.0,
-            0.05,
+            &constraint,
+            behaviour,
+            None,
             &mut rng,
             &valid,
         )
@@ -212,7 +239,7 @@ fn merged_sampling_draws_the_same_trajectories() {
     let out = std::env::temp_dir().join(format!("gfnlm-merged-{}", std::process::id()));
     t.train_step(&out).unwrap();
     let _ = std::fs::remove_dir_all(&out);
-    let lora = t.model.model.layers[0]
+    let lora = llama(&t.model).model.layers[0]
         .self_attn
         .q_proj
         .lora
@@ -230,7 +257,7 @@ fn check_resume(cfg: TrainConfig, tag: &str) -> Vec<gfnlm_train::StepStats> {
     let device = gfnlm_models::parse_device("flex").unwrap().autodiff();
     let base = tiny(&device);
 
-    let mut a = Trainer::new(config(), base.clone(), tiny_task(), device.clone()).unwrap();
+    let mut a = trainer(config(), base.clone(), &device);
     let mut stats_a = Vec::new();
     while a.step < 4 {
         stats_a.push(a.train_step(&out).unwrap());
@@ -239,8 +266,8 @@ fn check_resume(cfg: TrainConfig, tag: &str) -> Vec<gfnlm_train::StepStats> {
         }
     }
     // The adapters actually learned something.
-    let lp = |m: &LlamaForCausalLm| {
-        gfnlm_train::eval::constrained_log_probs(
+    let lp = |m: &CausalLm| {
+        gfnlm_tasks::rng::constrained_log_probs(
             &m.valid(),
             &tiny_task(),
             &tiny_task().constraint(-99.0, true),
@@ -249,7 +276,7 @@ fn check_resume(cfg: TrainConfig, tag: &str) -> Vec<gfnlm_train::StepStats> {
     };
     let trained = lp(&a.model);
 
-    let mut b = Trainer::new(config(), base.clone(), tiny_task(), device.clone()).unwrap();
+    let mut b = trainer(config(), base.clone(), &device);
     let ckpt = Trainer::latest_checkpoint(&out.join("ckpt")).expect("checkpoint written");
     b.resume(&ckpt).unwrap();
     assert_eq!(b.step, 2);
@@ -274,7 +301,7 @@ fn check_resume(cfg: TrainConfig, tag: &str) -> Vec<gfnlm_train::StepStats> {
     for (x, y) in trained.iter().zip(&resumed) {
         assert!((x - y).abs() < 1e-4, "final policies differ: {x} vs {y}");
     }
-    let fresh = Trainer::new(config(), base, tiny_task(), device.clone()).unwrap();
+    let fresh = trainer(config(), base, &device);
     let untrained = lp(&fresh.model);
     let moved = trained
         .iter()

@@ -9,13 +9,11 @@ use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use gfnlm_gguf::GgufFile;
 use gfnlm_models::generate::{SampleOptions, sample, score};
-use gfnlm_models::{CausalLm, LlamaForCausalLm, load_llama_from_gguf, parse_device};
-use gfnlm_tasks::RngTask;
+use gfnlm_models::{CausalLm, load_llama_from_gguf, parse_device};
+use gfnlm_tasks::{EvalContext, Split, Task, TaskInputs, TaskSection};
 use gfnlm_tokenizer::Tokenizer;
-use gfnlm_train::eval::RngEvaluation;
 use gfnlm_train::{TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
 
 #[derive(Parser)]
 #[command(
@@ -38,8 +36,10 @@ enum Command {
     FetchModel,
     /// GFlowNet fine-tuning (LoRA + modified SubTB) on a task; resumable.
     Train(TrainArgs),
-    /// Exact and sampled evaluation of the base model or a trained adapter on a task.
+    /// Evaluate the base model or a trained adapter on a task.
     Eval(EvalArgs),
+    /// List the tasks `train` and `eval` know.
+    Tasks,
 }
 
 #[derive(Args)]
@@ -96,18 +96,27 @@ struct ScoreArgs {
 }
 
 #[derive(Args)]
-struct TrainArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    /// Task to train on.
-    #[arg(long, default_value = "rng")]
-    task: String,
+struct TaskArgs {
+    /// Task (`gfnlm tasks` lists them; default: the config's `[task] name`, else rng).
+    #[arg(long)]
+    task: Option<String>,
     /// TOML config (defaults for every missing key; see docs/training.md).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output folder: metrics.jsonl, checkpoints, the final adapter.
-    #[arg(long, default_value = "results/rng/run")]
-    out: PathBuf,
+    /// Folder of the datasets (default: $GFNLM_DATA_DIR, else the repository's datasets/).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Output folder: metrics.jsonl, checkpoints, the final adapter (default: results/TASK/run).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Continue from the latest checkpoint in --out.
     #[arg(long)]
     resume: bool,
@@ -123,16 +132,15 @@ struct TrainArgs {
 struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Task to evaluate.
-    #[arg(long, default_value = "rng")]
-    task: String,
+    #[command(flatten)]
+    task: TaskArgs,
     /// PEFT adapter folder to evaluate (default: the base model).
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// TOML config of the run (task settings).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Samples for the empirical histogram.
+    /// Split to evaluate on.
+    #[arg(long, default_value = "validation", value_parser = parse_split)]
+    split: Split,
+    /// Samples to draw where the evaluation samples.
     #[arg(long, default_value_t = 2000)]
     samples: usize,
     /// Seed of the sampler.
@@ -141,26 +149,15 @@ struct EvalArgs {
     /// Write the evaluation as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write the task's markdown table of the results to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
 }
 
 struct Loaded {
     model: CausalLm,
     tokenizer: Tokenizer,
     device: Device,
-}
-
-impl Loaded {
-    /// The Llama model, for the commands that only support that family so far.
-    fn into_llama(self, what: &str) -> Result<(LlamaForCausalLm, Tokenizer, Device)> {
-        match self.model {
-            CausalLm::Llama(m) => Ok((m, self.tokenizer, self.device)),
-            other => bail!(
-                "`gfnlm {what}` supports Llama-family models so far; this checkpoint is {:?} \
-                 (sample and score work with every architecture)",
-                other.architecture()
-            ),
-        }
-    }
 }
 
 fn load(args: &ModelArgs) -> Result<Loaded> {
@@ -310,37 +307,70 @@ fn run_score(args: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_config(path: &Option<PathBuf>) -> Result<TrainConfig> {
-    match path {
-        Some(p) => TrainConfig::from_file(p).map_err(anyhow::Error::msg),
-        None => Ok(TrainConfig::default()),
+fn parse_split(s: &str) -> Result<Split, String> {
+    match s {
+        "train" => Ok(Split::Train),
+        "validation" => Ok(Split::Validation),
+        "test" => Ok(Split::Test),
+        other => Err(format!("unknown split '{other}' (train, validation, test)")),
     }
 }
 
-fn check_task(task: &str) -> Result<()> {
-    if task != "rng" {
-        bail!("unknown task '{task}' (available: rng)");
+/// The config of a run: `--config` (its `[task]` must agree with `--task`), else the defaults
+/// with `[task] name = --task`.
+fn load_config(args: &TaskArgs) -> Result<TrainConfig> {
+    let mut cfg = match &args.config {
+        Some(p) => TrainConfig::from_file(p).map_err(anyhow::Error::msg)?,
+        None => TrainConfig::default(),
+    };
+    match (&args.task, &args.config) {
+        (Some(t), Some(p)) if *t != cfg.task.name => bail!(
+            "--task {t} but {} configures task '{}': drop --task or pass that task's config",
+            p.display(),
+            cfg.task.name
+        ),
+        (Some(t), None) => {
+            cfg.task = TaskSection::named(t);
+            cfg.validate().map_err(anyhow::Error::msg)?;
+        }
+        _ => {}
     }
-    Ok(())
+    Ok(cfg)
+}
+
+/// Builds the config's task through the registry.
+fn build_task(cfg: &TrainConfig, args: &TaskArgs, tokenizer: &Tokenizer) -> Result<Box<dyn Task>> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(gfnlm_tasks::default_data_dir);
+    let inputs = TaskInputs {
+        tokenizer,
+        data_dir: &data_dir,
+    };
+    Ok(gfnlm_tasks::from_config(&cfg.task, &inputs)?)
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {
-    check_task(&args.task)?;
-    let mut cfg = load_config(&args.config)?;
+    let mut cfg = load_config(&args.task)?;
     if let Some(s) = args.steps {
         cfg.steps = s;
     }
     if let Some(p) = args.precision {
         cfg.precision = p;
     }
-    let (model, tokenizer, plain) = load(&args.model)?.into_llama("train")?;
-    let device = plain.autodiff();
-    let model = model.to_device(&device);
-    let task = RngTask::new(&tokenizer, None, cfg.task.invalid_log_reward)?;
-    let mut trainer = Trainer::new(cfg.clone(), model, task, device)?;
-    let ckpt_dir = args.out.join("checkpoints");
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("results/{}/run", cfg.task.name)));
+    let l = load(&args.model)?;
+    let task = build_task(&cfg, &args.task, &l.tokenizer)?;
+    let device = l.device.autodiff();
+    let model = l.model.to_device(&device);
+    let update = gfnlm_train::update_from_config(&cfg);
+    let mut trainer = Trainer::new(cfg.clone(), model, task, update, device)?;
+    let ckpt_dir = out.join("checkpoints");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     if args.resume {
         match Trainer::latest_checkpoint(&ckpt_dir) {
             Some(c) => {
@@ -362,16 +392,18 @@ fn run_train(args: TrainArgs) -> Result<()> {
             ckpt_dir.display()
         );
     }
-    let metrics_path = args.out.join("metrics.jsonl");
+    let metrics_path = out.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&metrics_path)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
-    let report = gfnlm_lora::trainable_parameter_count(&trainer.model);
     eprintln!(
-        "gfnlm: training {} LoRA parameters (of {}) for {} steps; metrics → {}",
-        report,
+        "gfnlm: task {} ({} training examples), update {}; training {} LoRA parameters (of {}) for {} steps; metrics → {}",
+        trainer.task.name(),
+        trainer.task.examples(Split::Train).len(),
+        trainer.update.name(),
+        gfnlm_lora::trainable_parameter_count(&trainer.model),
         gfnlm_lora::total_parameter_count(&trainer.model),
         cfg.steps,
         metrics_path.display()
@@ -385,7 +417,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     );
     let t0 = Instant::now();
     while trainer.step < cfg.steps {
-        let stats = trainer.train_step(&args.out)?;
+        let stats = trainer.train_step(&out)?;
         use std::io::Write;
         let mut line = serde_json::to_value(&stats)?;
         line["elapsed_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
@@ -403,7 +435,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         }
     }
     bar.finish();
-    let adapter = args.out.join("adapter");
+    let adapter = out.join("adapter");
     gfnlm_lora::save_peft(
         &trainer.model,
         &gfnlm_train::trainer::lora_config(&cfg),
@@ -413,35 +445,13 @@ fn run_train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_rng_eval(name: &str, e: &RngEvaluation) {
-    for (label, r) in [
-        ("constrained sampler", &e.constrained),
-        ("unconstrained LM", &e.unconstrained),
-    ] {
-        println!(
-            "{name} [{label}]: valid mass {:.4e}  KL(q||U) {:.4}  KL(U||q) {:.4}  entropy {:.3} (uniform 4.615)  top {:?}",
-            r.valid_mass,
-            r.kl_q_u,
-            r.kl_u_q,
-            r.entropy,
-            r.top
-                .iter()
-                .take(3)
-                .map(|(k, p)| format!("{k}:{p:.3}"))
-                .collect::<Vec<_>>()
-        );
-    }
-    println!(
-        "{name} [samples]: {} draws, {:.1}% valid",
-        e.samples,
-        100.0 * (e.samples - e.invalid_samples) as f64 / e.samples.max(1) as f64
-    );
-}
-
 fn run_eval(args: EvalArgs) -> Result<()> {
-    check_task(&args.task)?;
-    let cfg = load_config(&args.config)?;
-    let (mut model, tokenizer, device) = load(&args.model)?.into_llama("eval")?;
+    let cfg = load_config(&args.task)?;
+    let Loaded {
+        mut model,
+        tokenizer,
+        device,
+    } = load(&args.model)?;
     if let Some(dir) = &args.adapter {
         let lc = gfnlm_lora::load_peft(&mut model, dir, &device)?;
         eprintln!(
@@ -451,30 +461,37 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             lc.alpha
         );
     }
-    let task = RngTask::new(&tokenizer, None, cfg.task.invalid_log_reward)?;
-    let constraint = task.constraint(cfg.task.vocab_alpha, cfg.task.restrict_vocab);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
-    let e = gfnlm_train::eval::evaluate_rng(
-        &model,
-        &task,
-        &constraint,
-        args.samples,
-        &mut rng,
-        &device,
-    );
-    print_rng_eval(
-        if args.adapter.is_some() {
-            "tuned"
-        } else {
-            "base"
-        },
-        &e,
-    );
+    let task = build_task(&cfg, &args.task, &tokenizer)?;
+    let ctx = EvalContext {
+        model: &model,
+        device: &device,
+        samples: args.samples,
+        seed: args.seed,
+        split: args.split,
+    };
+    let e = task.evaluate(&ctx)?;
+    let name = if args.adapter.is_some() {
+        "tuned"
+    } else {
+        "base"
+    };
+    for line in &e.summary {
+        println!("{name} {line}");
+    }
     if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&e)?)
+        std::fs::write(p, serde_json::to_string_pretty(&e.metrics)?)
             .with_context(|| format!("writing {}", p.display()))?;
     }
+    if let Some(p) = &args.markdown {
+        std::fs::write(p, &e.markdown).with_context(|| format!("writing {}", p.display()))?;
+    }
     Ok(())
+}
+
+fn run_tasks() {
+    for r in gfnlm_tasks::REGISTRY {
+        println!("{:<16} {}", r.name, r.about);
+    }
 }
 
 fn main() -> Result<()> {
@@ -483,6 +500,10 @@ fn main() -> Result<()> {
         Command::Score(a) => run_score(a),
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
+        Command::Tasks => {
+            run_tasks();
+            Ok(())
+        }
         Command::FetchModel => {
             let p = gfnlm_fetch::ensure_default_model()?;
             println!("{}", p.display());

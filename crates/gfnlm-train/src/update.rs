@@ -1,0 +1,211 @@
+//! Update rules: what the trainer does with a rollout. [`GFlowNet`] wraps the four objectives
+//! of `gfnlm-objectives`; supervised fine-tuning and PPO are further implementations of
+//! [`Update`] (SFT reads `rollout.example.target`; PPO keeps its value head and old
+//! log-probabilities in its own state and steps them in [`Update::after_step`]).
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use gfnlm_models::CausalLm;
+use gfnlm_models::decode::policy_terms;
+use gfnlm_objectives::{
+    TrajectoryBatch, diagnostics, modified_db, modified_subtb, trajectory_balance, vargrad,
+};
+use gfnlm_tasks::{Constraint, Example, Trajectory};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Objective, TrainConfig};
+use crate::log_z::LogZ;
+use crate::trainer::TrainError;
+
+/// One micro-batch as the trainer hands it to an update rule.
+pub struct Rollout<'a> {
+    /// The example the trajectories continue.
+    pub example: &'a Example,
+    /// The constraint they were sampled under (the loss uses the same one).
+    pub constraint: &'a Constraint,
+    /// The trajectories (sampled or replayed).
+    pub trajectories: &'a [Trajectory],
+    /// Untempered log R of every state of every trajectory.
+    pub log_rewards: &'a [Vec<f64>],
+    /// Divide log R by this before use.
+    pub reward_temperature: f64,
+}
+
+/// A micro-batch's loss and its diagnostics.
+pub struct UpdateLoss {
+    /// Scalar loss `[1]` on the autodiff device.
+    pub loss: Tensor<1>,
+    /// Var(log R − log q(Z⊤)) over the batch, where the rule computes it.
+    pub log_ratio_var: Option<f64>,
+}
+
+/// A learning rule applied by [`crate::Trainer`] to each micro-batch.
+pub trait Update: Send {
+    /// A short name for logs (`gflownet-subtb`, `sft`, …).
+    fn name(&self) -> String;
+    /// The loss of one micro-batch, with gradients flowing into `policy`'s adapters.
+    fn loss(
+        &mut self,
+        policy: &CausalLm,
+        rollout: &Rollout<'_>,
+        device: &Device,
+    ) -> Result<UpdateLoss, TrainError>;
+    /// Called with the gradients of the last finite loss, before they reach the optimizer:
+    /// read the gradients of the rule's own parameters (e.g. log Z) here.
+    fn after_backward(&mut self, _grads: &Gradients) {}
+    /// Called once per optimizer step, after the policy's update, when at least one
+    /// micro-batch was finite: step the rule's own parameters.
+    fn after_step(&mut self) {}
+    /// The rule's learned log Z to report, if it has one.
+    fn log_z(&self) -> Option<f64> {
+        None
+    }
+    /// The rule's state for checkpoints.
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Restores [`Update::state`].
+    fn load_state(&mut self, _state: serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The update rule a config asks for.
+pub fn update_from_config(cfg: &TrainConfig) -> Box<dyn Update> {
+    Box::new(GFlowNet::new(cfg))
+}
+
+/// GFlowNet fine-tuning: one of the four objectives on the policy's per-step terms.
+/// Trajectory balance learns one log Z **per prompt**, keyed like the replay buffer.
+pub struct GFlowNet {
+    objective: Objective,
+    subtb_lambda: f64,
+    lr_log_z: f64,
+    log_z: BTreeMap<String, LogZ>,
+    pending: Option<(String, Tensor<1>)>,
+    grads: BTreeMap<String, f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GFlowNetState {
+    log_z: BTreeMap<String, LogZ>,
+}
+
+fn prompt_key(prompt: &[u32]) -> String {
+    prompt
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl GFlowNet {
+    /// The rule with the config's objective, λ and log Z learning rate.
+    pub fn new(cfg: &TrainConfig) -> Self {
+        Self {
+            objective: cfg.objective,
+            subtb_lambda: cfg.subtb_lambda,
+            lr_log_z: cfg.lr_log_z,
+            log_z: BTreeMap::new(),
+            pending: None,
+            grads: BTreeMap::new(),
+        }
+    }
+
+    /// The learned log Z of a prompt (0 before its first step).
+    pub fn log_z_of(&self, prompt: &[u32]) -> f64 {
+        self.log_z.get(&prompt_key(prompt)).map_or(0.0, |z| z.value)
+    }
+}
+
+impl Update for GFlowNet {
+    fn name(&self) -> String {
+        format!("gflownet-{:?}", self.objective).to_lowercase()
+    }
+
+    fn loss(
+        &mut self,
+        policy: &CausalLm,
+        rollout: &Rollout<'_>,
+        device: &Device,
+    ) -> Result<UpdateLoss, TrainError> {
+        let prompt = &rollout.example.prompt;
+        let trajs = rollout.trajectories;
+        let terms = policy_terms(policy, prompt, trajs, rollout.constraint, device);
+        let t = terms.steps;
+        let b = trajs.len();
+        let mut lr_host = vec![0f32; b * (t + 1)];
+        for (i, r) in rollout.log_rewards.iter().enumerate() {
+            for (k, v) in r.iter().enumerate() {
+                lr_host[i * (t + 1) + k] = (*v / rollout.reward_temperature) as f32;
+            }
+        }
+        let log_r = Tensor::<2>::from_data(TensorData::new(lr_host, [b, t + 1]), device);
+        let lengths: Vec<usize> = trajs.iter().map(Trajectory::num_actions).collect();
+        let mut batch = TrajectoryBatch::new(terms.log_pf, terms.log_pterm, log_r, lengths)?;
+        let max_len = rollout.constraint.max_len;
+        if t == max_len && trajs.iter().any(|t| t.forced) {
+            batch = batch.with_forced_stop(max_len)?;
+        }
+        self.pending = None;
+        let mut loss = match self.objective {
+            Objective::Subtb => modified_subtb(&batch, self.subtb_lambda)?,
+            Objective::Db => modified_db(&batch)?,
+            Objective::Vargrad => vargrad(&batch)?,
+            Objective::Tb => {
+                let key = prompt_key(prompt);
+                let value = self.log_z.get(&key).map_or(0.0, |z| z.value);
+                let z = Tensor::<1>::from_data(TensorData::new(vec![value as f32], [1]), device)
+                    .require_grad();
+                self.pending = Some((key, z.clone()));
+                trajectory_balance(&batch, z)?
+            }
+        };
+        if rollout.example.weight != 1.0 {
+            loss = loss.mul_scalar(rollout.example.weight);
+        }
+        let log_ratio_var = diagnostics(&batch).map(|d| d.log_ratio_var).ok();
+        Ok(UpdateLoss {
+            loss,
+            log_ratio_var,
+        })
+    }
+
+    fn after_backward(&mut self, grads: &Gradients) {
+        if let Some((key, z)) = self.pending.take()
+            && let Some(g) = z.grad(grads)
+        {
+            *self.grads.entry(key).or_default() += g.into_scalar::<f32>() as f64;
+        }
+    }
+
+    fn after_step(&mut self) {
+        for (key, g) in std::mem::take(&mut self.grads) {
+            self.log_z.entry(key).or_default().step(g, self.lr_log_z);
+        }
+    }
+
+    fn log_z(&self) -> Option<f64> {
+        (self.objective == Objective::Tb).then(|| {
+            let n = self.log_z.len().max(1) as f64;
+            self.log_z.values().map(|z| z.value).sum::<f64>() / n
+        })
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::to_value(GFlowNetState {
+            log_z: self.log_z.clone(),
+        })
+        .expect("state serialises")
+    }
+
+    fn load_state(&mut self, state: serde_json::Value) -> Result<(), String> {
+        if state.is_null() {
+            return Ok(());
+        }
+        let s: GFlowNetState = serde_json::from_value(state).map_err(|e| e.to_string())?;
+        self.log_z = s.log_z;
+        Ok(())
+    }
+}
