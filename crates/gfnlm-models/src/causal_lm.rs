@@ -1,16 +1,43 @@
-//! One interface over the implemented architectures, for the sampler and the trainer.
-
-use std::path::Path;
+//! One interface over the implemented architectures, for the sampler and the trainer:
+//! [`CausalLm`] (an enum over the concrete models), its [`CausalLmConfig`], the
+//! [`Architecture`] tag and the [`LanguageModel`] trait that decoding and scoring are written
+//! against.
+//!
+//! This module depends on the architectures only, never on loading: reading checkpoints
+//! ([`CausalLm::load`], GGUF in [`crate::load`], Hugging Face folders in [`crate::hf`]) lives on
+//! the loading side, which depends on this module.
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 
 use crate::cache::KvCache;
 use crate::gpt2::{Gpt2Config, Gpt2LmHeadModel};
 use crate::gptj::{GptJConfig, GptJForCausalLm};
-use crate::hf::{self, Architecture, HfError};
 use crate::llama::{LlamaConfig, LlamaForCausalLm};
 use crate::precision::{UnsupportedPrecision, WeightPrecision};
+
+/// The model families gfnlm implements, as named by `config.json`'s `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// `llama` (`LlamaForCausalLM`: SmolLM2, Llama 2/3, TinyLlama, …).
+    Llama,
+    /// `gpt2` (`GPT2LMHeadModel`).
+    Gpt2,
+    /// `gptj` (`GPTJForCausalLM`).
+    GptJ,
+}
+
+impl Architecture {
+    /// Maps a `model_type` or `architectures` entry to a family.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "llama" | "LlamaForCausalLM" => Some(Self::Llama),
+            "gpt2" | "GPT2LMHeadModel" => Some(Self::Gpt2),
+            "gptj" | "GPTJForCausalLM" => Some(Self::GptJ),
+            _ => None,
+        }
+    }
+}
 
 /// A causal LM of any implemented family: tokens `[batch, seq]` in, logits out.
 ///
@@ -124,17 +151,6 @@ impl From<GptJForCausalLm> for CausalLm {
 }
 
 impl CausalLm {
-    /// Loads a model from a GGUF file (Llama) or a Hugging Face folder (architecture from its
-    /// `config.json`).
-    pub fn load(path: &Path, device: &Device) -> Result<(Self, CausalLmConfig), HfError> {
-        if path.is_dir() {
-            hf::load_dir(path, device)
-        } else {
-            let (m, c) = crate::load::load_llama_gguf(path, device)?;
-            Ok((Self::Llama(m), CausalLmConfig::Llama(c)))
-        }
-    }
-
     /// The family.
     pub fn architecture(&self) -> Architecture {
         match self {

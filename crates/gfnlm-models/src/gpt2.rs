@@ -4,6 +4,9 @@
 //! `transformer.wpe`, `transformer.h.N.{ln_1, attn.{c_attn, c_proj}, ln_2, mlp.{c_fc, c_proj}}`,
 //! `transformer.ln_f`; the LM head is tied to `wte`. GPT-2's `Conv1D` weights are stored
 //! `[in, out]` already, which is burn's [`Linear`] layout.
+//!
+//! The embedding, [`LayerNorm`] and [`Activation`] come from [`crate::layers`]; loading from a
+//! Hugging Face folder is in [`crate::hf`].
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor};
@@ -12,72 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::attention::causal_attention;
 use crate::cache::KvCache;
 use crate::head::{last_position, tied_logits};
+use crate::layers::{Activation, Embedding, LayerNorm};
 use crate::linear::Linear;
-use crate::llama::Embedding;
-
-/// The activations HF's GPT-2/GPT-J configs name and gfnlm implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum Activation {
-    /// `gelu_new` / `gelu_pytorch_tanh`: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
-    #[default]
-    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
-    GeluNew,
-    /// `gelu`: the exact erf form.
-    #[serde(rename = "gelu")]
-    Gelu,
-    /// `relu`.
-    #[serde(rename = "relu")]
-    Relu,
-}
-
-impl Activation {
-    /// Applies the activation element-wise.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Self::GeluNew => gelu_new(x),
-            Self::Gelu => burn::tensor::activation::gelu(x),
-            Self::Relu => burn::tensor::activation::relu(x),
-        }
-    }
-}
-
-/// `gelu_new(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, the tanh approximation.
-pub fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let c = (2.0 / std::f64::consts::PI).sqrt();
-    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar(c);
-    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
-}
-
-/// LayerNorm over the last dimension: `(x − mean) / √(var + eps) · weight + bias` (biased var).
-#[derive(Module, Debug)]
-pub struct LayerNorm {
-    /// Per-channel gain.
-    pub weight: Param<Tensor<1>>,
-    /// Per-channel shift.
-    pub bias: Param<Tensor<1>>,
-    /// Added to the variance.
-    pub eps: f64,
-}
-
-impl LayerNorm {
-    /// A norm with the given gain, shift and epsilon.
-    pub fn new(weight: Tensor<1>, bias: Tensor<1>, eps: f64) -> Self {
-        Self {
-            weight: Param::from_tensor(weight),
-            bias: Param::from_tensor(bias),
-            eps,
-        }
-    }
-
-    /// Normalises the last dimension.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let mean = x.clone().mean_dim(D - 1);
-        let centered = x - mean;
-        let var = centered.clone().square().mean_dim(D - 1);
-        let normed = centered * var.add_scalar(self.eps).sqrt().recip();
-        normed * self.weight.val().unsqueeze() + self.bias.val().unsqueeze()
-    }
-}
 
 /// Hyper-parameters of a GPT-2 model (field names follow HF's `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,6 +4,10 @@
 //! The module tree mirrors Hugging Face's checkpoint names: `transformer.wte`,
 //! `transformer.h.N.{ln_1, attn.{q,k,v,out}_proj, mlp.{fc_in, fc_out}}`, `transformer.ln_f`,
 //! `lm_head`.
+//!
+//! The embedding, [`LayerNorm`], [`Activation`] and the interleaved partial rotary
+//! ([`PartialRotary`]) come from [`crate::layers`]; loading from a Hugging Face folder is in
+//! [`crate::hf`].
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor};
@@ -11,10 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::attention::causal_attention;
 use crate::cache::KvCache;
-use crate::gpt2::{Activation, LayerNorm};
 use crate::head::last_position;
+use crate::layers::{Activation, Embedding, LayerNorm, PartialRotary};
 use crate::linear::Linear;
-use crate::llama::{Embedding, RotaryEmbedding, RotaryTables};
 
 /// Hyper-parameters of a GPT-J model (field names follow HF's `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,56 +148,6 @@ impl GptJConfig {
                 normal([d, self.vocab_size]),
                 Some(vec(self.vocab_size, 0.0)),
             ),
-        }
-    }
-}
-
-/// GPT-J's rotary embedding: the first `rotary_dim` channels of each head are rotated in
-/// adjacent pairs `(2i, 2i+1)` (`rotate_every_two`) with `θᵢ = 10000^(−2i/rotary_dim)`; the
-/// rest pass through.
-#[derive(Module, Debug)]
-pub struct PartialRotary {
-    /// Per-head width.
-    pub head_dim: usize,
-    /// Rotated channels per head.
-    pub rotary_dim: usize,
-}
-
-impl PartialRotary {
-    /// Rotary over the first `rotary_dim` of `head_dim` channels.
-    pub fn new(head_dim: usize, rotary_dim: usize) -> Self {
-        Self {
-            head_dim,
-            rotary_dim,
-        }
-    }
-
-    /// Rotates `x` `[batch, heads, seq, head_dim]` at positions `start..start+seq`.
-    pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
-        let [b, h, t, d] = x.dims();
-        let rd = self.rotary_dim;
-        if rd == 0 {
-            return x;
-        }
-        // Same f32 tables as HF: inv_freq over rotary_dim, angle = position · inv_freq.
-        let RotaryTables { cos, sin } =
-            RotaryEmbedding::new(rd, 10_000.0).tables(start, t, &x.device());
-        let cos: Tensor<5> = cos.reshape([1, 1, t, rd / 2, 1]);
-        let sin: Tensor<5> = sin.reshape([1, 1, t, rd / 2, 1]);
-        let rot: Tensor<5> =
-            x.clone()
-                .slice([0..b, 0..h, 0..t, 0..rd])
-                .reshape([b, h, t, rd / 2, 2]);
-        let even = rot.clone().slice([0..b, 0..h, 0..t, 0..rd / 2, 0..1]);
-        let odd = rot.slice([0..b, 0..h, 0..t, 0..rd / 2, 1..2]);
-        let y_even = even.clone() * cos.clone() - odd.clone() * sin.clone();
-        let y_odd = odd * cos + even * sin;
-        let rotated: Tensor<4> = Tensor::cat(vec![y_even, y_odd], 4).reshape([b, h, t, rd]);
-        if rd == d {
-            rotated
-        } else {
-            let pass = x.slice([0..b, 0..h, 0..t, rd..d]);
-            Tensor::cat(vec![rotated, pass], 3)
         }
     }
 }

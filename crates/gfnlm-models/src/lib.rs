@@ -1,7 +1,27 @@
 //! Causal language-model backbones for gfnlm, written as burn modules.
 //!
 //! The model code is device-generic: tensors carry a run-time [`burn::tensor::Device`] and no
-//! backend is named here. Weight loading ([`load`]) is kept apart from the math ([`llama`]).
+//! backend is named here.
+//!
+//! # Module layout
+//!
+//! Dependencies point one way, from building blocks up to decoding:
+//!
+//! 1. **Layers** — [`linear`] (projection + LoRA side path), [`layers`] (embedding, LayerNorm,
+//!    RMSNorm, rotary embedding, activations), [`attention`] (causal SDPA), [`cache`] (KV
+//!    cache), [`precision`] (mixed-precision helpers).
+//! 2. **Architectures** — [`llama`], [`gpt2`], [`gptj`]: each a module tree named after the
+//!    Hugging Face checkpoint, built from the layers above and from nothing of one another.
+//! 3. **[`CausalLm`]** ([`causal_lm`]) — one enum over the architectures, with its
+//!    [`CausalLmConfig`], the [`Architecture`] tag and the [`LanguageModel`] trait.
+//! 4. **Decoding** — [`generate`] (sampling, teacher-forced scoring) and [`decode`] (the one
+//!    constrained decode loop and the matching policy terms), written against
+//!    [`LanguageModel`].
+//!
+//! Loading sits beside this stack and depends on it, never the other way: [`load`] reads
+//! llama.cpp GGUF files, [`hf`] reads Hugging Face folders (config, safetensors, tokenizer
+//! vocabulary check) and defines [`CausalLm::load`], which dispatches between the two. No
+//! model module imports from [`load`] or [`hf`]. [`device`] parses `--device` strings.
 
 pub mod attention;
 pub mod cache;
@@ -13,13 +33,14 @@ pub mod gpt2;
 pub mod gptj;
 mod head;
 pub mod hf;
+pub mod layers;
 pub mod linear;
 pub mod llama;
 pub mod load;
 pub mod precision;
 
 pub use cache::KvCache;
-pub use causal_lm::{CausalLm, CausalLmConfig, LanguageModel};
+pub use causal_lm::{Architecture, CausalLm, CausalLmConfig, LanguageModel};
 pub use decode::{
     Behaviour, Constraint, PolicyTerms, Tool, Trajectory, policy_terms, sample_trajectories,
 };

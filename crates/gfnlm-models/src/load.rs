@@ -1,4 +1,6 @@
-//! Weight loading, kept apart from the model math.
+//! Weight loading from GGUF files, kept apart from the model math (Hugging Face folders are
+//! read by [`crate::hf`], which also defines [`crate::CausalLm::load`]). Loading depends on the
+//! model modules, never the other way.
 //!
 //! [`load_llama_gguf`] reads a llama.cpp GGUF file: hyper-parameters from its metadata, weights
 //! dequantised to f32, llama.cpp's Q/K row permutation undone so the HF `rotate_half` RoPE
@@ -10,10 +12,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use gfnlm_gguf::llama::{self, LlamaHParams};
 use gfnlm_gguf::{GgufError, GgufFile};
 
+use crate::layers::{Embedding, RmsNorm, RotaryEmbedding};
 use crate::linear::Linear;
 use crate::llama::{
-    Embedding, LlamaAttention, LlamaConfig, LlamaDecoderLayer, LlamaForCausalLm, LlamaMlp,
-    LlamaModel, RmsNorm, RotaryEmbedding,
+    LlamaAttention, LlamaConfig, LlamaDecoderLayer, LlamaForCausalLm, LlamaMlp, LlamaModel,
 };
 
 /// Why a checkpoint could not be turned into a model.

@@ -5,8 +5,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::error::HfError;
 use super::weights::SafetensorsWeights;
+use crate::layers::Embedding;
 use crate::linear::Linear;
-use crate::llama::Embedding;
 
 /// Reads tensors from a checkpoint onto a device. Call [`SafetensorsWeights::check`] first:
 /// shapes are then known to be right and reads only fail on I/O.

@@ -8,9 +8,8 @@ use serde_json::Value;
 use super::build::TensorReader;
 use super::error::HfError;
 use super::weights::SafetensorsWeights;
-use crate::gpt2::{
-    Gpt2Attention, Gpt2Block, Gpt2Config, Gpt2LmHeadModel, Gpt2Mlp, Gpt2Model, LayerNorm,
-};
+use crate::gpt2::{Gpt2Attention, Gpt2Block, Gpt2Config, Gpt2LmHeadModel, Gpt2Mlp, Gpt2Model};
+use crate::layers::LayerNorm;
 
 /// Parses a GPT-2 `config.json` (already read as JSON) into a [`Gpt2Config`].
 pub fn gpt2_config_from_json(path: &Path, json: Value) -> Result<Gpt2Config, HfError> {

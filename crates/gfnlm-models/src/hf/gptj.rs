@@ -8,10 +8,8 @@ use serde_json::Value;
 use super::build::TensorReader;
 use super::error::HfError;
 use super::weights::SafetensorsWeights;
-use crate::gpt2::LayerNorm;
-use crate::gptj::{
-    GptJAttention, GptJBlock, GptJConfig, GptJForCausalLm, GptJMlp, GptJModel, PartialRotary,
-};
+use crate::gptj::{GptJAttention, GptJBlock, GptJConfig, GptJForCausalLm, GptJMlp, GptJModel};
+use crate::layers::{LayerNorm, PartialRotary};
 
 /// Parses a GPT-J `config.json` (already read as JSON) into a [`GptJConfig`].
 pub fn gptj_config_from_json(path: &Path, json: Value) -> Result<GptJConfig, HfError> {

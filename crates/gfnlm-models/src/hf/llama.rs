@@ -8,9 +8,9 @@ use serde_json::Value;
 use super::build::TensorReader;
 use super::error::HfError;
 use super::weights::SafetensorsWeights;
+use crate::layers::{RmsNorm, RotaryEmbedding};
 use crate::llama::{
     LlamaAttention, LlamaConfig, LlamaDecoderLayer, LlamaForCausalLm, LlamaMlp, LlamaModel,
-    RmsNorm, RotaryEmbedding,
 };
 
 /// Parses a Llama `config.json` (already read as JSON) into a [`LlamaConfig`].

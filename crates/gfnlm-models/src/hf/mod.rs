@@ -7,6 +7,10 @@
 //! only then are weights decoded, one tensor at a time, from memory-mapped files. f32, f16 and
 //! bf16 tensors are widened to f32; PyTorch `nn.Linear` weights (`[out, in]`) are transposed to
 //! burn's `[in, out]`.
+//!
+//! [`CausalLm::load`] (a GGUF file or a Hugging Face folder) is defined here, on the loading
+//! side, so that [`crate::causal_lm`] does not depend on loading. [`Architecture`] lives in
+//! [`crate::causal_lm`] and is re-exported here.
 
 mod build;
 mod error;
@@ -26,6 +30,7 @@ pub use gptj::{gptj_config_from_json, gptj_expected_tensors};
 pub use llama::{llama_config_from_json, llama_expected_tensors};
 pub use weights::SafetensorsWeights;
 
+pub use crate::causal_lm::Architecture;
 use crate::causal_lm::{CausalLm, CausalLmConfig};
 use crate::gpt2::{Gpt2Config, Gpt2LmHeadModel};
 use crate::gptj::{GptJConfig, GptJForCausalLm};
@@ -35,29 +40,6 @@ use crate::llama::{LlamaConfig, LlamaForCausalLm};
 pub const CONFIG_FILE: &str = "config.json";
 /// File name of the tokenizer in a Hugging Face folder.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
-
-/// The model families gfnlm implements, as named by `config.json`'s `model_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Architecture {
-    /// `llama` (`LlamaForCausalLM`: SmolLM2, Llama 2/3, TinyLlama, …).
-    Llama,
-    /// `gpt2` (`GPT2LMHeadModel`).
-    Gpt2,
-    /// `gptj` (`GPTJForCausalLM`).
-    GptJ,
-}
-
-impl Architecture {
-    /// Maps a `model_type` or `architectures` entry to a family.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "llama" | "LlamaForCausalLM" => Some(Self::Llama),
-            "gpt2" | "GPT2LMHeadModel" => Some(Self::Gpt2),
-            "gptj" | "GPTJForCausalLM" => Some(Self::GptJ),
-            _ => None,
-        }
-    }
-}
 
 /// Reads `dir/config.json` as JSON.
 pub fn read_config_json(dir: &Path) -> Result<(PathBuf, Value), HfError> {
@@ -147,6 +129,22 @@ pub fn load_gptj_dir(
     let weights = SafetensorsWeights::open(dir)?;
     let model = gptj::build_gptj(&config, &weights, device)?;
     Ok((model, config))
+}
+
+impl CausalLm {
+    /// Loads a model from a GGUF file (Llama) or a Hugging Face folder (architecture from its
+    /// `config.json`).
+    ///
+    /// Defined here, on the loading side, so that [`crate::causal_lm`] never depends on
+    /// loading.
+    pub fn load(path: &Path, device: &Device) -> Result<(Self, CausalLmConfig), HfError> {
+        if path.is_dir() {
+            load_dir(path, device)
+        } else {
+            let (m, c) = crate::load::load_llama_gguf(path, device)?;
+            Ok((Self::Llama(m), CausalLmConfig::Llama(c)))
+        }
+    }
 }
 
 /// Reads the config of a Hugging Face folder, whatever its architecture.

@@ -3,9 +3,9 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::rope::RotaryTables;
 use crate::attention::causal_attention;
 use crate::cache::KvCache;
+use crate::layers::RotaryTables;
 use crate::linear::Linear;
 
 /// Causal self-attention; `num_heads / num_kv_heads` query heads share each key/value head.

@@ -3,27 +3,26 @@
 //! The module tree mirrors Hugging Face's checkpoint names: `model.embed_tokens`,
 //! `model.layers.N.{self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj, input_layernorm,
 //! post_attention_layernorm}`, `model.norm`, `lm_head` (absent when tied to the embedding).
+//!
+//! The attention and SwiGLU MLP blocks live here; the embedding, [`RmsNorm`] and the
+//! half-split RoPE come from [`crate::layers`]. Loading is in [`crate::hf`] (safetensors) and
+//! [`crate::load`] (GGUF).
 
 mod attention;
 mod mlp;
-mod norm;
-mod rope;
 
 pub use attention::LlamaAttention;
 pub use mlp::LlamaMlp;
-pub use norm::RmsNorm;
-pub use rope::{RotaryEmbedding, RotaryTables};
 
 use burn::module::{Module, Param};
-use burn::tensor::{DType, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::KvCache;
 use crate::head::{last_position, tied_logits};
+use crate::layers::{Embedding, RmsNorm, RotaryEmbedding, RotaryTables};
 use crate::linear::Linear;
-use crate::precision::{
-    UnsupportedPrecision, WeightPrecision, cast_param, cast_to, check_supported,
-};
+use crate::precision::{UnsupportedPrecision, WeightPrecision, cast_param, check_supported};
 
 /// Hyper-parameters of a Llama-family model (field names follow HF's `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,24 +167,6 @@ impl LlamaConfig {
             lm_head: (!self.tie_word_embeddings).then(|| linear(d, self.vocab_size)),
             rope: RotaryEmbedding::new(hd, self.rope_theta),
         }
-    }
-}
-
-/// Token embedding table `[vocab, hidden]`.
-#[derive(Module, Debug)]
-pub struct Embedding {
-    /// The table, `[vocab, hidden]`.
-    pub weight: Param<Tensor<2>>,
-}
-
-impl Embedding {
-    /// Looks up `tokens` `[batch, seq]` → `[batch, seq, hidden]`, always in f32 (a table stored
-    /// in bf16/f16 for mixed precision is cast after the lookup).
-    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        cast_to(
-            burn::tensor::module::embedding(self.weight.val(), tokens),
-            DType::F32,
-        )
     }
 }
 
