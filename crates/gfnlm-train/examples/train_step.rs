@@ -125,7 +125,7 @@ fn main() {
 
         let t3 = Instant::now();
         model = optim.step(1e-4, model, grads);
-        let _ = model.model.norm.weight.val().into_data(); // sync
+        common::sync(&model);
         let t_opt = t3.elapsed().as_secs_f64();
         let mean_len = lengths.iter().sum::<usize>() as f64 / b as f64;
         let total = t0.elapsed().as_secs_f64();

@@ -399,9 +399,14 @@ fn run_train(args: TrainArgs) -> Result<()> {
         .open(&metrics_path)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
     eprintln!(
-        "gfnlm: task {} ({} training examples), update {}; training {} LoRA parameters (of {}) for {} steps; metrics → {}",
+        "gfnlm: task {} ({} training example{}), update {}; training {} LoRA parameters (of {}) for {} steps; metrics → {}",
         trainer.task.name(),
         trainer.task.examples(Split::Train).len(),
+        if trainer.task.examples(Split::Train).len() == 1 {
+            ""
+        } else {
+            "s"
+        },
         trainer.update.name(),
         gfnlm_lora::trainable_parameter_count(&trainer.model),
         gfnlm_lora::total_parameter_count(&trainer.model),

@@ -2,7 +2,7 @@
 //! default model loaded on that device.
 
 use burn::tensor::Device;
-use gfnlm_models::{LlamaForCausalLm, WeightPrecision};
+use gfnlm_models::{CausalLm, WeightPrecision};
 
 /// `GFNLM_BENCH_DEVICE` (default `flex`) as a device spec and the parsed plain device.
 pub fn bench_device() -> (String, Device) {
@@ -13,9 +13,9 @@ pub fn bench_device() -> (String, Device) {
 
 /// The default model on `device`, its frozen weights stored in `GFNLM_BENCH_PRECISION`
 /// (`f32` when unset; see `gfnlm_models::precision`).
-pub fn load_default_model(device: &Device) -> LlamaForCausalLm {
+pub fn load_default_model(device: &Device) -> CausalLm {
     let path = gfnlm_fetch::ensure_default_model().expect("default model");
-    let (mut model, _) = gfnlm_models::load_llama_gguf(&path, device).expect("model loads");
+    let (mut model, _) = CausalLm::load(&path, device).expect("model loads");
     let precision: WeightPrecision = std::env::var("GFNLM_BENCH_PRECISION")
         .unwrap_or_else(|_| "f32".into())
         .parse()
@@ -25,4 +25,16 @@ pub fn load_default_model(device: &Device) -> LlamaForCausalLm {
         .unwrap_or_else(|e| panic!("{e}"));
     println!("weight precision: {precision}");
     model
+}
+
+/// Waits for the device to finish pending work: reads the first adapter matrix back.
+#[allow(dead_code)]
+pub fn sync(model: &CausalLm) {
+    let mut done = false;
+    gfnlm_lora::AdaptableModel::for_each_linear(model, &mut |_, l| {
+        if let (false, Some(lora)) = (done, l.lora.as_ref()) {
+            let _ = lora.lora_b.val().into_data();
+            done = true;
+        }
+    });
 }
