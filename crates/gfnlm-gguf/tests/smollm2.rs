@@ -1,27 +1,19 @@
 //! Parity with the real SmolLM2-135M-Instruct Q4_1 GGUF: hyper-parameters, tensor types and
-//! the dequantised-weight fingerprints recorded by transformers in shared/parity/smollm2.json.
+//! the dequantised-weight fingerprints recorded by transformers in the parity fixtures'
+//! `smollm2.json`.
 //!
 //! The model comes from the fetch step (`gfnlm_fetch::ensure_default_model`, i.e. `$GFNLM_MODEL`
 //! or the cache, fetched on first use); the parity folder is `$GFNLM_PARITY_DIR` (default
-//! `../shared/parity` beside the checkout). Either missing is a failure, never a skip.
+//! `crates/gfnlm-test-support/fixtures`). Either missing is a failure, never a skip.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use gfnlm_gguf::{GgmlType, GgufFile, llama};
 
 fn inputs() -> (GgufFile, serde_json::Value) {
     let model = gfnlm_fetch::ensure_default_model()
         .unwrap_or_else(|e| panic!("the default model is needed: {e}"));
-    let dir = std::env::var_os("GFNLM_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/parity"
-            ))
-        });
-    let j = dir.join("smollm2.json");
+    let j = gfnlm_test_support::parity_dir().join("smollm2.json");
     let text = std::fs::read_to_string(&j).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; set GFNLM_PARITY_DIR to the parity folder",

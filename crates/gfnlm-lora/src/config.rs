@@ -343,10 +343,7 @@ mod tests {
     use super::*;
 
     fn fixture_json() -> Value {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/parity/tiny-llama-lora/adapter_config.json"
-        );
+        let path = gfnlm_test_support::parity_dir().join("tiny-llama-lora/adapter_config.json");
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 

@@ -10,7 +10,7 @@ fn bench(c: &mut Criterion) {
     let device = gfnlm_models::parse_device(&spec).unwrap();
     let path = gfnlm_fetch::ensure_default_model().unwrap();
     let (model, _) = gfnlm_models::load_llama_gguf(&path, &device).unwrap();
-    // "Once upon a time, there was a little" (9 tokens, from ../shared/parity/expected.json).
+    // "Once upon a time, there was a little" (9 tokens, from the parity fixtures' expected.json).
     let prompt: Vec<u32> = vec![6403, 1980, 253, 655, 28, 665, 436, 253, 1838];
     let new_tokens = 20;
 

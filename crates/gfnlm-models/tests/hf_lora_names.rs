@@ -60,7 +60,7 @@ fn gptj_walker_matches_peft_target_modules() {
         walked.insert(n.to_string(), (l.d_in(), l.d_out()));
     });
     assert_eq!(walked.len(), 13);
-    assert_eq!(walked["lm_head"], (64, 49152));
+    assert_eq!(walked["lm_head"], (16, 49152));
     check(walked.clone(), "tiny-gptj-lora");
     let mut order = Vec::new();
     model.for_each_linear_mut(&mut |n, _| order.push(n.to_string()));

@@ -1,5 +1,5 @@
 //! Parity with PyTorch/transformers on the real SmolLM2-135M-Instruct GGUF
-//! (`../shared/parity/smollm2.json`, override with `GFNLM_PARITY_DIR`).
+//! (`smollm2.json` in the parity fixtures, `gfnlm_test_support::parity_dir()`).
 //!
 //! The model comes from the fetch step (`cargo xtask fetch-model`), never from the repo.
 

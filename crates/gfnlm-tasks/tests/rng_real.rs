@@ -1,20 +1,10 @@
 //! The rng task on the real SmolLM2 tokenizer, and its metrics on PyTorch's base-model table.
 
-use std::path::PathBuf;
-
 use gfnlm_tasks::{RngMetrics, RngTask};
 use gfnlm_tokenizer::Tokenizer;
 
 fn parity() -> serde_json::Value {
-    let dir = std::env::var_os("GFNLM_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/parity"
-            ))
-        });
-    let p = dir.join("smollm2.json");
+    let p = gfnlm_test_support::parity_dir().join("smollm2.json");
     serde_json::from_str(
         &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
     )

@@ -1,11 +1,7 @@
 //! Unit tests of `Tokenizer::from_parts` against SmolLM2's tokenizer.json.
 
 use super::*;
-use gfnlm_test_support::parity_dir;
-
-fn tokenizer_json() -> PathBuf {
-    parity_dir().join("tiny-llama/tokenizer.json")
-}
+use gfnlm_test_support::tokenizer_json;
 
 /// Vocabulary, merges and token types extracted from SmolLM2's tokenizer.json, as a GGUF
 /// converter would store them.

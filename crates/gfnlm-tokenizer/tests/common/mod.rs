@@ -5,17 +5,7 @@ use std::path::PathBuf;
 
 use gfnlm_tokenizer::Tokenizer;
 
-pub use gfnlm_test_support::parity_dir;
-
-/// `/work/shared/datasets` next to the parity folder.
-pub fn datasets_dir() -> PathBuf {
-    parity_dir().join("../datasets")
-}
-
-/// SmolLM2's tokenizer.json from the parity fixtures.
-pub fn tokenizer_json() -> PathBuf {
-    parity_dir().join("tiny-llama/tokenizer.json")
-}
+pub use gfnlm_test_support::{datasets_dir, parity_dir, tokenizer_json};
 
 /// Reads and parses a JSON fixture, panicking with the path on failure.
 pub fn read_json(path: PathBuf) -> serde_json::Value {
