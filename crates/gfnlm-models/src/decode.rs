@@ -184,8 +184,15 @@ pub fn behaviour_probs(
         z[term] = f64::NEG_INFINITY;
     }
     let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let total: f64 = z.iter().map(|x| (x - m).exp()).sum();
-    let mut p: Vec<f64> = z.iter().map(|x| (x - m).exp() / total).collect();
+    // One exp per entry: z becomes exp(z − m), then the probabilities.
+    for x in z.iter_mut() {
+        *x = (*x - m).exp();
+    }
+    let total: f64 = z.iter().sum();
+    for x in z.iter_mut() {
+        *x /= total;
+    }
+    let mut p = z;
     if behaviour.epsilon > 0.0 {
         let ok: Vec<usize> = (0..p.len())
             .filter(|&i| allowed[i] && !(i == term && k < constraint.min_len))
@@ -214,8 +221,8 @@ pub fn draw(p: &[f64], rng: &mut ChaCha8Rng) -> usize {
     p.iter().rposition(|&x| x > 0.0).unwrap_or(0)
 }
 
-/// Log-softmax of one row at temperature 1, in f64.
-pub(crate) fn log_softmax_host(logits: &[f32]) -> Vec<f64> {
+/// log softmax(logits)[token] at temperature 1, in f64 (one pass, no allocation).
+pub(crate) fn log_softmax_at(logits: &[f32], token: usize) -> f64 {
     let m = logits
         .iter()
         .map(|&x| x as f64)
@@ -225,7 +232,7 @@ pub(crate) fn log_softmax_host(logits: &[f32]) -> Vec<f64> {
         .map(|&x| (x as f64 - m).exp())
         .sum::<f64>()
         .ln();
-    logits.iter().map(|&x| x as f64 - lse).collect()
+    logits[token] as f64 - lse
 }
 
 /// Trajectories and, on request, the untempered model log-probability of every drawn token
@@ -322,7 +329,16 @@ pub(crate) fn decode(
                 );
                 let tok = draw(&p, rng) as u32;
                 if record {
-                    lps[seq].push(log_softmax_host(&logits[row])[tok as usize] as f32);
+                    // When the behaviour is the model itself, p already holds its probabilities.
+                    let lp = if behaviour == Behaviour::ON_POLICY
+                        && constraint.allowed.is_none()
+                        && actions[seq] >= constraint.min_len
+                    {
+                        p[tok as usize].ln()
+                    } else {
+                        log_softmax_at(&logits[row], tok as usize)
+                    };
+                    lps[seq].push(lp as f32);
                 }
                 if tok == constraint.termination {
                     continue;
