@@ -179,8 +179,28 @@ impl TrainConfig {
     /// Checks ranges; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         let mut p = Vec::new();
+        if self.steps == 0 {
+            p.push("steps must be ≥ 1 (0 would write an untrained adapter)".to_string());
+        }
         if self.batch_size == 0 {
             p.push("batch_size must be ≥ 1".to_string());
+        }
+        for (name, v) in [
+            ("lr_log_z", self.lr_log_z),
+            ("weight_decay", self.weight_decay),
+            ("sim_tolerance", self.sim_tolerance),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                p.push(format!(
+                    "{name} must be a finite non-negative number, got {v}"
+                ));
+            }
+        }
+        if !(self.subtb_lambda > 0.0 && self.subtb_lambda.is_finite()) {
+            p.push(format!(
+                "subtb_lambda must be a finite positive number, got {}",
+                self.subtb_lambda
+            ));
         }
         if self.grad_accum == 0 {
             p.push("grad_accum must be ≥ 1".into());
@@ -209,8 +229,15 @@ impl TrainConfig {
                 self.temp_low, self.temp_high
             ));
         }
-        if !(self.reward_temp_start > 0.0 && self.reward_temp_end > 0.0) {
-            p.push("reward temperatures must be > 0".into());
+        if !(self.reward_temp_start > 0.0
+            && self.reward_temp_end > 0.0
+            && self.reward_temp_start.is_finite()
+            && self.reward_temp_end.is_finite())
+        {
+            p.push("reward_temp_start and reward_temp_end must be finite and > 0".into());
+        }
+        if !self.temp_high.is_finite() {
+            p.push(format!("temp_high must be finite, got {}", self.temp_high));
         }
         if let Err(e) = gfnlm_tasks::check_config(&self.task) {
             p.push(e.to_string());
@@ -254,5 +281,46 @@ mod tests {
         };
         let e = cfg.validate().unwrap_err();
         assert!(e.contains("replay_prob + tempered_prob"), "{e}");
+        for (cfg, key) in [
+            (
+                TrainConfig {
+                    steps: 0,
+                    ..TrainConfig::default()
+                },
+                "steps",
+            ),
+            (
+                TrainConfig {
+                    sim_tolerance: -0.5,
+                    ..TrainConfig::default()
+                },
+                "sim_tolerance",
+            ),
+            (
+                TrainConfig {
+                    subtb_lambda: -1.0,
+                    ..TrainConfig::default()
+                },
+                "subtb_lambda",
+            ),
+            (
+                TrainConfig {
+                    lr_log_z: f64::NAN,
+                    ..TrainConfig::default()
+                },
+                "lr_log_z",
+            ),
+            (
+                TrainConfig {
+                    reward_temp_end: f64::INFINITY,
+                    ..TrainConfig::default()
+                },
+                "reward_temp",
+            ),
+        ] {
+            let e = cfg.validate().unwrap_err();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        assert!(TrainConfig::default().validate().is_ok());
     }
 }

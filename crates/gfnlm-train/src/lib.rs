@@ -13,6 +13,7 @@
 pub mod buffer;
 pub mod config;
 pub mod log_z;
+pub mod metrics;
 pub mod schedule;
 pub mod trainer;
 pub mod update;
@@ -23,5 +24,6 @@ pub use gfnlm_models::decode::{
     PolicyTerms, Trajectory, policy_terms, sample_trajectories, sequence_log_probs,
 };
 pub use log_z::LogZ;
+pub use metrics::MetricsLog;
 pub use trainer::{StepStats, TrainError, Trainer};
 pub use update::{GFlowNet, Rollout, Update, UpdateLoss, update_from_config};

@@ -393,10 +393,8 @@ fn run_train(args: TrainArgs) -> Result<()> {
         );
     }
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
+    // Records past the checkpoint (written after it by a run that was then killed) are dropped.
+    let mut metrics = gfnlm_train::MetricsLog::open(&metrics_path, trainer.step)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
     eprintln!(
         "gfnlm: task {} ({} training example{}), update {}; training {} LoRA parameters (of {}) for {} steps; metrics → {}",
@@ -423,10 +421,11 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let t0 = Instant::now();
     while trainer.step < cfg.steps {
         let stats = trainer.train_step(&out)?;
-        use std::io::Write;
         let mut line = serde_json::to_value(&stats)?;
         line["elapsed_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
-        writeln!(metrics, "{line}")?;
+        metrics
+            .append(&line)
+            .with_context(|| format!("writing {}", metrics.path().display()))?;
         bar.set_position(stats.step as u64);
         bar.set_message(format!(
             "loss {:.3e} logR {:.2} valid {:.2} {:.1} tok/s",
