@@ -229,22 +229,10 @@ fn reproduce(task: &str, rest: &[String]) -> Result<()> {
     if task == "rng" {
         return reproduce_rng(rest);
     }
-    let (out, steps, device, precision) = reproduce_args(task, rest)?;
-    fetch_model()?;
-    std::fs::create_dir_all(&out)?;
-    let run = out.join("run");
-    let run_s = run.to_string_lossy().to_string();
+    let r = reproduce_args(task, rest)?;
     let config = format!("configs/{task}.toml");
-    let t0 = std::time::Instant::now();
-    let mut train_args = vec!["train", "--config", &config, "--out", &run_s, "--resume"];
-    if let Some(s) = &steps {
-        train_args.extend(["--steps", s]);
-    }
-    if let Some(p) = &precision {
-        train_args.extend(["--precision", p]);
-    }
-    gfnlm_on(&device, &train_args)?;
-    let train_secs = t0.elapsed().as_secs_f64();
+    let (run, train_secs) = r.train(&config)?;
+    let out = r.out;
     let mut md = format!(
         "# {task}: GFlowNet fine-tuning of SmolLM2-135M-Instruct\n\nWritten by `cargo xtask reproduce {task}` (config `{config}`); this invocation spent {:.1} min training.\n\n",
         train_secs / 60.0
@@ -279,10 +267,35 @@ fn reproduce(task: &str, rest: &[String]) -> Result<()> {
 }
 
 /// `[--out DIR] [--steps N] [--device D] [--precision P]` of `reproduce`.
-fn reproduce_args(
-    task: &str,
-    rest: &[String],
-) -> Result<(PathBuf, Option<String>, String, Option<String>)> {
+struct ReproduceArgs {
+    out: PathBuf,
+    steps: Option<String>,
+    device: String,
+    precision: Option<String>,
+}
+
+impl ReproduceArgs {
+    /// Fetches the model and trains with `config` into `out/run`, resuming an interrupted run;
+    /// returns the run folder and the seconds this invocation spent training.
+    fn train(&self, config: &str) -> Result<(PathBuf, f64)> {
+        fetch_model()?;
+        std::fs::create_dir_all(&self.out)?;
+        let run = self.out.join("run");
+        let run_s = run.to_string_lossy().to_string();
+        let t0 = std::time::Instant::now();
+        let mut args = vec!["train", "--config", config, "--out", &run_s, "--resume"];
+        if let Some(s) = &self.steps {
+            args.extend(["--steps", s]);
+        }
+        if let Some(p) = &self.precision {
+            args.extend(["--precision", p]);
+        }
+        gfnlm_on(&self.device, &args)?;
+        Ok((run, t0.elapsed().as_secs_f64()))
+    }
+}
+
+fn reproduce_args(task: &str, rest: &[String]) -> Result<ReproduceArgs> {
     let mut out = PathBuf::from(format!("results/{task}"));
     let mut steps: Option<String> = None;
     let mut device = "flex".to_string();
@@ -303,26 +316,24 @@ fn reproduce_args(
             other => bail!("reproduce {task}: unknown argument '{other}'"),
         }
     }
-    Ok((out, steps, device, precision))
+    Ok(ReproduceArgs {
+        out,
+        steps,
+        device,
+        precision,
+    })
 }
 
 fn reproduce_rng(rest: &[String]) -> Result<()> {
-    let (out, steps, device, precision) = reproduce_args("rng", rest)?;
-    fetch_model()?;
-    std::fs::create_dir_all(&out)?;
-    let run = out.join("run");
-    let run_s = run.to_string_lossy().to_string();
+    let r = reproduce_args("rng", rest)?;
     let config = "configs/rng.toml";
-    let t0 = std::time::Instant::now();
-    let mut train_args = vec!["train", "--config", config, "--out", &run_s, "--resume"];
-    if let Some(s) = &steps {
-        train_args.extend(["--steps", s]);
-    }
-    if let Some(p) = &precision {
-        train_args.extend(["--precision", p]);
-    }
-    gfnlm_on(&device, &train_args)?;
-    let train_secs = t0.elapsed().as_secs_f64();
+    let (run, train_secs) = r.train(config)?;
+    let ReproduceArgs {
+        out,
+        steps,
+        device,
+        precision,
+    } = r;
 
     let base_json = out.join("eval-base.json");
     let tuned_json = out.join("eval-tuned.json");

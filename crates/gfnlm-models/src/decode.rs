@@ -287,13 +287,8 @@ pub(crate) fn decode(
     );
     let mut out = vec![Trajectory::new(Vec::new(), false); n];
     let mut lps = vec![Vec::new(); if record { n } else { 0 }];
-    if n == 0 {
-        return Decoded {
-            trajectories: out,
-            model_logprobs: lps,
-        };
-    }
-    if constraint.max_len == 0 {
+    if n == 0 || constraint.max_len == 0 {
+        // Nothing to decide: every (empty) sequence is forced to end.
         for t in &mut out {
             t.forced = true;
         }

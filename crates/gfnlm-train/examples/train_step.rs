@@ -66,31 +66,23 @@ fn main() {
     for step in 0..steps {
         let t0 = Instant::now();
         let policy = model.valid();
-        let trajs = if merged_sampling {
-            let mut sampler = policy.clone();
-            gfnlm_lora::merge(&mut sampler);
-            sample_trajectories(
-                &sampler,
-                &prompt,
-                8,
-                &constraint,
-                Behaviour::ON_POLICY,
-                None,
-                &mut rng,
-                &plain,
-            )
+        let sampler = if merged_sampling {
+            let mut merged = policy.clone();
+            gfnlm_lora::merge(&mut merged);
+            merged
         } else {
-            sample_trajectories(
-                &policy,
-                &prompt,
-                8,
-                &constraint,
-                Behaviour::ON_POLICY,
-                None,
-                &mut rng,
-                &plain,
-            )
+            policy.clone()
         };
+        let trajs = sample_trajectories(
+            &sampler,
+            &prompt,
+            8,
+            &constraint,
+            Behaviour::ON_POLICY,
+            None,
+            &mut rng,
+            &plain,
+        );
         let t_sample = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
