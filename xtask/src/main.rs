@@ -1,10 +1,12 @@
 //! `cargo xtask <task>`: project chores that are not part of the library API.
 //!
-//! - `fetch-model`: download, verify and cache the default model (SmolLM2-135M-Instruct GGUF).
+//! - `fetch-model [smollm2|minilm|all]`: download, verify and cache the default model
+//!   (SmolLM2-135M-Instruct GGUF; the default), the sentence encoder all-MiniLM-L6-v2, or both.
 //! - `reproduce TASK|all [--steps N] [--out DIR] [--device D] [--precision P]`: train on a task
 //!   with `configs/TASK.toml`, evaluate base vs tuned with the task's evaluation, write
 //!   `results/TASK/results.md` (rng adds the histogram and the KL-vs-wall-time curve).
-//!   Re-running resumes an interrupted training run.
+//!   Re-running resumes an interrupted training run. `reproduce next-sentence [--samples N]
+//!   [--prompts K]` adds the seven decoding baselines and the likelihood–diversity plot.
 //! - `bench [criterion args]`: run the criterion benches in release mode.
 //! - `bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N]`:
 //!   issue 7's training-step timing with its sample / reward / forward+backward / AdamW parts.
@@ -13,6 +15,7 @@
 //! - `test-backends [wgpu] [tch]`: set up and run the cross-backend tests (flex vs the others).
 
 mod backend;
+mod next_sentence;
 mod plot;
 
 use std::path::{Path, PathBuf};
@@ -21,13 +24,20 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-const USAGE: &str = "usage: cargo xtask <fetch-model | reproduce TASK|all [--steps N] [--out DIR] [--device D] [--precision P] \
+const USAGE: &str = "usage: cargo xtask <fetch-model [smollm2|minilm|all] | reproduce TASK|all [--steps N] [--out DIR] [--device D] [--precision P] \
      | bench [ARGS...] | bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch] [cuda]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("fetch-model") => fetch_model(),
+        Some("fetch-model") => match args.get(1).map(String::as_str) {
+            None | Some("smollm2") => fetch_model(),
+            Some("minilm") => fetch_minilm(),
+            Some("all") => fetch_model().and_then(|()| fetch_minilm()),
+            Some(other) => {
+                bail!("fetch-model: unknown model '{other}' (smollm2, minilm, all)\n{USAGE}")
+            }
+        },
         Some("reproduce") => match args.get(1).map(String::as_str) {
             Some("all") => {
                 for task in reproducible_tasks()? {
@@ -84,6 +94,14 @@ fn fetch_model() -> Result<()> {
         );
     }
     println!("{}", path.display());
+    Ok(())
+}
+
+/// Fetches (if needed) and fully verifies the sentence encoder all-MiniLM-L6-v2.
+fn fetch_minilm() -> Result<()> {
+    let dir = gfnlm_fetch::ensure_minilm()?;
+    gfnlm_fetch::verify_minilm(&dir)?;
+    println!("{}", dir.display());
     Ok(())
 }
 
@@ -228,6 +246,9 @@ fn reproduce(task: &str, rest: &[String]) -> Result<()> {
     }
     if task == "rng" {
         return reproduce_rng(rest);
+    }
+    if task == "next-sentence" {
+        return next_sentence::reproduce(rest);
     }
     let r = reproduce_args(task, rest)?;
     let config = format!("configs/{task}.toml");

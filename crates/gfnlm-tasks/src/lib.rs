@@ -16,9 +16,12 @@ use gfnlm_tokenizer::Tokenizer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub mod next_sentence;
 pub mod rng;
 
 pub use gfnlm_models::decode::{Behaviour, Constraint, Tool, Trajectory};
+pub use gfnlm_models::search::DecodeMethod;
+pub use next_sentence::{NextSentenceSettings, NextSentenceTask};
 pub use rng::{RngEvaluation, RngMetrics, RngTask};
 
 /// One input of a task: the prompt X, an optional target Y, and its weight in training.
@@ -71,10 +74,17 @@ pub struct RewardContext<'a> {
 pub struct EvalContext<'a> {
     /// The model under evaluation (a no-grad model; adapters as loaded).
     pub model: &'a dyn LanguageModel,
+    /// The base model for rewards: `model`'s weights with the adapters off.
+    pub base: &'a dyn LanguageModel,
     /// Where `model` lives.
     pub device: &'a Device,
-    /// Samples to draw where the evaluation samples.
-    pub samples: usize,
+    /// Samples to draw where the evaluation samples (`None`: the task's default).
+    pub samples: Option<usize>,
+    /// A data file in the task's format to evaluate on instead of `split` (e.g. a prompt file).
+    pub data: Option<&'a Path>,
+    /// How a generating task decodes (`None`: sampling from the model under the task's
+    /// constraint, the way the trained sampler runs).
+    pub method: Option<&'a DecodeMethod>,
     /// Seed of every random draw of the evaluation.
     pub seed: u64,
     /// The split to evaluate on.
@@ -113,6 +123,17 @@ pub trait Task: Send + Sync {
     fn tool(&self) -> Option<&dyn Tool> {
         None
     }
+    /// Extra per-micro-batch metrics for the training log (e.g. the unpenalised likelihood
+    /// beside the penalised reward), averaged over an optimizer step's micro-batches.
+    fn step_metrics(
+        &self,
+        _example: &Example,
+        _trajectories: &[Trajectory],
+        _log_rewards: &[Vec<f64>],
+        _ctx: &RewardContext<'_>,
+    ) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
     /// Whether a finished trajectory counts as a valid answer (the `valid_frac` metric).
     fn is_valid(
         &self,
@@ -135,6 +156,9 @@ pub enum TaskError {
     /// The tokenizer lacks something the task needs.
     #[error("{0}")]
     Tokenizer(String),
+    /// An evaluation part (e.g. the sentence encoder) could not be loaded.
+    #[error("{0}")]
+    Eval(String),
     /// A data file is missing or malformed.
     #[error("{path}: {message}")]
     Data {
@@ -207,7 +231,7 @@ pub struct Registration {
 }
 
 /// Every task gfnlm knows.
-pub const REGISTRY: &[Registration] = &[rng::REGISTRATION];
+pub const REGISTRY: &[Registration] = &[next_sentence::REGISTRATION, rng::REGISTRATION];
 
 /// The registered names, comma-separated (for messages).
 pub fn task_names() -> String {

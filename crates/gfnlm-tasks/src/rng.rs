@@ -310,7 +310,7 @@ impl Task for RngTask {
             ctx.model,
             self,
             &constraint,
-            ctx.samples,
+            ctx.samples.unwrap_or(2000),
             &mut rng,
             ctx.device,
         );

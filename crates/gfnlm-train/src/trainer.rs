@@ -3,6 +3,7 @@
 //! rule's loss → backward → AdamW on the LoRA parameters; replay buffer, schedules,
 //! checkpoints, exact resume.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -87,6 +88,10 @@ pub struct StepStats {
     /// log Z after the step (objective `tb` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_z: Option<f64>,
+    /// The task's own metrics ([`Task::step_metrics`]) averaged over the step's freshly
+    /// sampled micro-batches (e.g. next-sentence's unpenalised log-likelihood).
+    #[serde(flatten)]
+    pub task_metrics: BTreeMap<String, f64>,
 }
 
 /// Serialisable state beside the adapters and optimizer in a checkpoint.
@@ -159,6 +164,8 @@ struct Sampled {
     trajectories: Vec<Trajectory>,
     log_rewards: Vec<Vec<f64>>,
     behaviour: &'static str,
+    /// The task's metrics of a fresh sample (empty for replay).
+    task_metrics: BTreeMap<String, f64>,
 }
 
 impl Trainer {
@@ -266,6 +273,7 @@ impl Trainer {
                 trajectories: entries.into_iter().map(|e| e.trajectory).collect(),
                 log_rewards,
                 behaviour: "replay",
+                task_metrics: BTreeMap::new(),
             };
         }
         let (temperature, kind) = if u < self.cfg.replay_prob + self.cfg.tempered_prob {
@@ -303,6 +311,9 @@ impl Trainer {
             device: &valid_device,
         };
         let log_rewards = self.task.log_rewards(example, &trajectories, &ctx);
+        let task_metrics = self
+            .task
+            .step_metrics(example, &trajectories, &log_rewards, &ctx);
         for (t, r) in trajectories.iter().zip(&log_rewards) {
             self.buffer.add(
                 prompt,
@@ -316,6 +327,7 @@ impl Trainer {
             trajectories,
             log_rewards,
             behaviour: kind,
+            task_metrics,
         }
     }
 
@@ -330,11 +342,17 @@ impl Trainer {
         let (mut losses, mut term_r, mut lens) = (Vec::new(), Vec::new(), Vec::new());
         let (mut behaviour, mut skipped, mut var) = (Vec::new(), 0, 0.0);
         let mut valid = 0usize;
+        let mut task_sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for micro in 0..self.cfg.grad_accum {
             let example = self.pick_example(micro);
             let constraint = self.task.constraint(&example);
             let s = self.rollout(&example, &constraint);
             behaviour.push(s.behaviour.to_string());
+            for (k, v) in &s.task_metrics {
+                let e = task_sums.entry(k.clone()).or_insert((0.0, 0));
+                e.0 += v;
+                e.1 += 1;
+            }
             let rollout = Rollout {
                 example: &example,
                 constraint: &constraint,
@@ -405,6 +423,10 @@ impl Trainer {
             skipped,
             seconds: t0.elapsed().as_secs_f64(),
             log_z: self.update.log_z(),
+            task_metrics: task_sums
+                .into_iter()
+                .map(|(k, (sum, n))| (k, sum / n as f64))
+                .collect(),
         })
     }
 

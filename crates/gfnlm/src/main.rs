@@ -1,5 +1,7 @@
 //! `gfnlm`: sample from and score with a causal LM (the default SmolLM2 model or any GGUF file).
 
+mod embed_cmd;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -8,12 +10,16 @@ use burn::module::Module;
 use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use gfnlm_gguf::GgufFile;
+use gfnlm_models::decode::Constraint;
 use gfnlm_models::generate::{SampleOptions, sample, score};
+use gfnlm_models::search::{self, DecodeMethod};
 use gfnlm_models::{CausalLm, load_llama_from_gguf, parse_device};
 use gfnlm_tasks::{EvalContext, Split, Task, TaskInputs, TaskSection};
 use gfnlm_tokenizer::Tokenizer;
 use gfnlm_train::{TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +46,10 @@ enum Command {
     Eval(EvalArgs),
     /// List the tasks `train` and `eval` know.
     Tasks,
+    /// Sentence embeddings (all-MiniLM-L6-v2 by default; mean-pooled, L2-normalised).
+    Embed(embed_cmd::EmbedArgs),
+    /// Semantic diversity (1 − mean pairwise cosine of sentence embeddings) of a file's lines.
+    Diversity(embed_cmd::DiversityArgs),
 }
 
 #[derive(Args)]
@@ -66,15 +76,40 @@ struct SampleArgs {
     /// Most new tokens per sample.
     #[arg(long, default_value_t = 20)]
     max_tokens: usize,
-    /// Sampling temperature (> 0).
+    /// Sampling temperature (> 0); with the default `--method ancestral`, a value other than 1
+    /// samples tempered.
     #[arg(long, default_value_t = 1.0)]
     temperature: f64,
     /// RNG seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Keep sampling past the end-of-sequence token.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stop")]
     ignore_eos: bool,
+    /// Decoding method: greedy | beam | diverse-beam | nucleus | ancestral | tempered (see
+    /// docs/models.md, "Decoding methods").
+    #[arg(long, default_value = "ancestral")]
+    method: String,
+    /// Beam width of beam and diverse-beam (default: 5 × --num-samples).
+    #[arg(long)]
+    beams: Option<usize>,
+    /// Groups of diverse-beam (default: --num-samples when it divides --beams, else 1);
+    /// diversity penalty 1.
+    #[arg(long)]
+    groups: Option<usize>,
+    /// Probability mass kept by nucleus sampling.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    /// A sequence ends at this text, which must be one token, e.g. "." (default: the
+    /// end-of-sequence token). The stop token is not part of the output.
+    #[arg(long)]
+    stop: Option<String>,
+    /// PEFT LoRA adapter folder to apply to the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Print JSON: {"method": label, "samples": [{"text", "tokens"}]}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -140,9 +175,30 @@ struct EvalArgs {
     /// Split to evaluate on.
     #[arg(long, default_value = "validation", value_parser = parse_split)]
     split: Split,
-    /// Samples to draw where the evaluation samples.
-    #[arg(long, default_value_t = 2000)]
-    samples: usize,
+    /// Samples to draw where the evaluation samples (default: the task's; rng 2000,
+    /// next-sentence 20 per prompt).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Evaluate on this data file (in the task's dataset format, e.g. a prompt file for
+    /// next-sentence) instead of --split.
+    #[arg(long, alias = "prompts")]
+    data: Option<PathBuf>,
+    /// Decode with this method instead of sampling the model (tasks that generate, e.g.
+    /// next-sentence): greedy | beam | diverse-beam | nucleus | ancestral | tempered.
+    #[arg(long)]
+    method: Option<String>,
+    /// Beam width of beam / diverse-beam (default: the number of samples n).
+    #[arg(long)]
+    beams: Option<usize>,
+    /// Groups of diverse-beam (default: n).
+    #[arg(long)]
+    groups: Option<usize>,
+    /// p of nucleus sampling.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    /// Temperature of tempered sampling.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -214,38 +270,107 @@ fn run_sample(args: SampleArgs) -> Result<()> {
             args.temperature
         );
     }
-    let l = load(&args.model)?;
-    let prompt = l.tokenizer.encode(&args.prompt, false)?;
+    let n = args.num_samples;
+    let beams = args.beams.unwrap_or(5 * n.max(1));
+    let groups = args.groups.unwrap_or(if n > 0 && beams.is_multiple_of(n) {
+        n
+    } else {
+        1
+    });
+    let mut method = DecodeMethod::parse(&args.method, beams, groups, args.top_p, args.temperature)
+        .map_err(|e| anyhow::anyhow!("--method: {e}"))?;
+    if method == DecodeMethod::Ancestral && args.temperature != 1.0 {
+        method = DecodeMethod::Tempered {
+            temperature: args.temperature,
+        };
+    }
+    method.check(n).map_err(anyhow::Error::msg)?;
+    let Loaded {
+        mut model,
+        tokenizer,
+        device,
+    } = load(&args.model)?;
+    if let Some(dir) = &args.adapter {
+        let lc = gfnlm_lora::load_peft(&mut model, dir, &device)?;
+        eprintln!(
+            "gfnlm: adapter {} (r = {}, α = {})",
+            dir.display(),
+            lc.r,
+            lc.alpha
+        );
+    }
+    let prompt = tokenizer.encode(&args.prompt, false)?;
     if prompt.is_empty() {
         bail!("--prompt must not be empty");
     }
-    let opts = SampleOptions {
-        num_samples: args.num_samples,
-        max_new_tokens: args.max_tokens,
-        temperature: args.temperature,
-        seed: args.seed,
-        stop_token: if args.ignore_eos {
-            None
-        } else {
-            l.tokenizer.eos_id()
+    let stop = match &args.stop {
+        Some(text) => match tokenizer.encode(text, false)?.as_slice() {
+            [t] => Some(*t),
+            toks => bail!(
+                "--stop {text:?} must be one token, it is {} tokens",
+                toks.len()
+            ),
         },
+        None if args.ignore_eos => None,
+        None => tokenizer.eos_id(),
     };
     let t0 = Instant::now();
-    let samples = sample(&l.model, &prompt, &opts, &l.device);
-    let secs = t0.elapsed().as_secs_f64();
-    let n_tokens: usize = samples.iter().map(|s| s.tokens.len()).sum();
-    for (i, s) in samples.iter().enumerate() {
-        let text = l.tokenizer.decode(&s.tokens)?;
-        println!(
-            "[{i}] logp={:>9.3}  {:?}",
-            s.logprob(),
-            format!("{}{}", args.prompt, text)
+    let sampling = matches!(
+        method,
+        DecodeMethod::Ancestral | DecodeMethod::Tempered { .. }
+    );
+    if sampling && !args.json {
+        // The original output: each sample with its log-probability (stop token included).
+        let opts = SampleOptions {
+            num_samples: n,
+            max_new_tokens: args.max_tokens,
+            temperature: args.temperature,
+            seed: args.seed,
+            stop_token: stop,
+        };
+        let samples = sample(&model, &prompt, &opts, &device);
+        let secs = t0.elapsed().as_secs_f64();
+        let n_tokens: usize = samples.iter().map(|s| s.tokens.len()).sum();
+        for (i, s) in samples.iter().enumerate() {
+            let text = tokenizer.decode(&s.tokens)?;
+            println!(
+                "[{i}] logp={:>9.3}  {:?}",
+                s.logprob(),
+                format!("{}{}", args.prompt, text)
+            );
+        }
+        eprintln!(
+            "gfnlm: {n_tokens} tokens in {secs:.2}s ({:.1} tok/s, batch {n})",
+            n_tokens as f64 / secs,
         );
+        return Ok(());
+    }
+    // No stop token: an id no vocabulary has.
+    let constraint = Constraint::unconstrained(stop.unwrap_or(u32::MAX), args.max_tokens);
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    let seqs = search::decode(&model, &prompt, n, &method, &constraint, &mut rng, &device);
+    let secs = t0.elapsed().as_secs_f64();
+    let texts = seqs
+        .iter()
+        .map(|s| tokenizer.decode(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.json {
+        let samples: Vec<_> = seqs
+            .iter()
+            .zip(&texts)
+            .map(|(s, t)| serde_json::json!({"text": t, "tokens": s}))
+            .collect();
+        let out = serde_json::json!({"method": method.label(), "samples": samples});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (i, t) in texts.iter().enumerate() {
+            println!("[{i}] {:?}", format!("{}{}", args.prompt, t));
+        }
     }
     eprintln!(
-        "gfnlm: {n_tokens} tokens in {secs:.2}s ({:.1} tok/s, batch {})",
-        n_tokens as f64 / secs,
-        args.num_samples
+        "gfnlm: {} — {n} sequences, {} tokens in {secs:.2}s",
+        method.label(),
+        seqs.iter().map(Vec::len).sum::<usize>()
     );
     Ok(())
 }
@@ -466,10 +591,31 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         );
     }
     let task = build_task(&cfg, &args.task, &tokenizer)?;
+    let mut base = model.clone();
+    gfnlm_lora::set_adapters_enabled(&mut base, false);
+    let method = match &args.method {
+        None => None,
+        Some(name) => {
+            let n = args.samples.unwrap_or(20);
+            Some(
+                gfnlm_tasks::DecodeMethod::parse(
+                    name,
+                    args.beams.unwrap_or(n),
+                    args.groups.unwrap_or(n),
+                    args.top_p,
+                    args.temperature,
+                )
+                .map_err(|e| anyhow::anyhow!("--method: {e}"))?,
+            )
+        }
+    };
     let ctx = EvalContext {
+        method: method.as_ref(),
         model: &model,
+        base: &base,
         device: &device,
         samples: args.samples,
+        data: args.data.as_deref(),
         seed: args.seed,
         split: args.split,
     };
@@ -504,6 +650,8 @@ fn main() -> Result<()> {
         Command::Score(a) => run_score(a),
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
+        Command::Embed(a) => embed_cmd::run_embed(a),
+        Command::Diversity(a) => embed_cmd::run_diversity(a),
         Command::Tasks => {
             run_tasks();
             Ok(())
