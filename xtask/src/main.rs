@@ -144,11 +144,19 @@ fn gfnlm_on(device: &str, args: &[&str]) -> Result<()> {
         )
     });
     println!("xtask: gfnlm {}", args.join(" "));
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["run", "--release", "-p", "gfnlm"]);
-    with_backends(&mut cmd, &[feature])?;
+    // `GFNLM_BIN` runs a prebuilt binary (e.g. a copy made before editing the sources during a
+    // long reproduce) instead of `cargo run`.
+    let mut cmd = match std::env::var_os("GFNLM_BIN") {
+        Some(bin) => Command::new(bin),
+        None => {
+            let mut c = Command::new(env!("CARGO"));
+            c.args(["run", "--release", "-p", "gfnlm"]);
+            with_backends(&mut c, &[feature])?;
+            c.arg("--");
+            c
+        }
+    };
     let status = cmd
-        .arg("--")
         .args(args)
         .args(["--device", device])
         .status()

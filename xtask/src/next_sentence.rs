@@ -208,11 +208,11 @@ pub fn reproduce(rest: &[String]) -> Result<()> {
         &points,
     )?;
     let path = out.join("results.md");
-    std::fs::write(
-        &path,
-        results_md(&run, &adapter, &reports, &points, &lines, n)?,
-    )
-    .with_context(|| format!("writing {}", path.display()))?;
+    let mut md = results_md(&run, &adapter, &reports, &points, &lines, n)?;
+    if !ablation.is_empty() {
+        md.push_str(&ablation_md(&reports, &ablation, total));
+    }
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())
 }

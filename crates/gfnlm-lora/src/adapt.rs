@@ -162,14 +162,15 @@ pub fn target_names<M: AdaptableModel>(
             .collect();
         leaves.sort();
         leaves.dedup();
-        return Err(LoraError::Mismatch(vec![format!(
-            "target_modules {} match no linear layer; the model's linear layers are named {}",
+        return Err(LoraError::Config(format!(
+            "target_modules {} match no linear layer of this model; its linear layers are \
+             named {}",
             match &cfg.target_regex {
                 Some(re) => format!("regex '{re}'"),
                 None => format!("{:?}", cfg.target_modules),
             },
             leaves.join(", ")
-        )]));
+        )));
     }
     Ok(hit)
 }
@@ -218,6 +219,26 @@ fn attach<M: AdaptableModel>(
     mut init_a: impl FnMut([usize; 2], f64) -> Tensor<2>,
 ) -> Result<LoraReport, LoraError> {
     let targets = target_names(model, cfg)?;
+    // r ≤ min(in, out) of every adapted layer, checked before anything is allocated (a rank
+    // above the layer's width adds nothing a full-rank update would not, at r·(in+out) cost).
+    let mut too_wide = Vec::new();
+    model.for_each_linear(&mut |name, lin| {
+        let width = lin.d_in().min(lin.d_out());
+        if cfg.r > width && targets.iter().any(|t| t == name) {
+            too_wide.push(format!("{name} (min(in, out) = {width})"));
+        }
+    });
+    if !too_wide.is_empty() {
+        let n = too_wide.len();
+        too_wide.truncate(3);
+        return Err(LoraError::Config(format!(
+            "r = {} exceeds the width of {n} targeted layer(s): {}{}; r must be ≤ min(in, out) \
+             of every adapted layer",
+            cfg.r,
+            too_wide.join(", "),
+            if n > 3 { ", …" } else { "" }
+        )));
+    }
     freeze_all(model);
     let (scale, dropout, r) = (cfg.scaling(), cfg.dropout, cfg.r);
     let mut adapted = Vec::new();

@@ -109,12 +109,16 @@ pub fn save_peft<M: AdaptableModel>(
             message: e.to_string(),
         })?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), &st_path).map_err(|e| {
-        LoraError::Safetensors {
-            path: st_path.clone(),
-            message: e.to_string(),
-        }
-    })
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| LoraError::Safetensors {
+        path: st_path.clone(),
+        message: e.to_string(),
+    })?;
+    // Not `serialize_to_file`: its temporary file is created with mode 0600, which the rename
+    // keeps. A plain file gets the usual mode (0644 under the default umask); written beside
+    // and renamed, so a reader never sees half a file.
+    let tmp = dir.join(format!(".{WEIGHTS_FILE}.tmp"));
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &st_path).map_err(io(&st_path))
 }
 
 /// Reads `adapter_config.json` from a PEFT folder.
@@ -152,8 +156,9 @@ fn to_f32(view: &TensorView<'_>) -> Result<Vec<f32>, String> {
 /// everything else. Returns the config.
 ///
 /// Every problem is collected before anything is changed: missing or unexpected tensors, rank
-/// and shape mismatches, unsupported dtypes and target names that match no layer all appear in
-/// one [`LoraError::Mismatch`]; unsupported PEFT options give [`LoraError::Unsupported`].
+/// and shape mismatches, unsupported dtypes and NaN/Inf values all appear in one
+/// [`LoraError::Mismatch`]; target names that match no layer give [`LoraError::Config`],
+/// unsupported PEFT options [`LoraError::Unsupported`].
 pub fn load_peft<M: AdaptableModel>(
     model: &mut M,
     dir: &Path,
@@ -203,7 +208,17 @@ pub fn load_peft<M: AdaptableModel>(
                 return None;
             }
             match to_f32(&view) {
-                Ok(v) => Some(v),
+                Ok(v) => match v.iter().position(|x| !x.is_finite()) {
+                    None => Some(v),
+                    Some(i) => {
+                        problems.push(format!(
+                            "{k}: non-finite value {} at flat index {i} (a diverged or corrupt \
+                             adapter)",
+                            v[i]
+                        ));
+                        None
+                    }
+                },
                 Err(e) => {
                     problems.push(format!("{k}: {e}"));
                     None

@@ -168,7 +168,8 @@ fn only_adapters_get_gradients_and_optimizer_state() {
 #[test]
 fn fresh_adapters_start_at_the_base_model_and_switch_off_exactly() {
     let device = Device::flex();
-    let mut model = tiny_config(16).init_random(&device);
+    // The paper's r = 64 needs every adapted layer at least 64 wide (k/v: hidden / 2).
+    let mut model = tiny_config(128).init_random(&device);
     let base = model.forward(tokens(&device), None);
     apply_lora(&mut model, &LoraConfig::paper_llama(), &device).unwrap();
     // B = 0: the adapted model equals the base.
@@ -207,7 +208,7 @@ fn fresh_adapters_start_at_the_base_model_and_switch_off_exactly() {
 #[test]
 fn merged_equals_unmerged() {
     let device = Device::flex();
-    let mut model = tiny_config(16).init_random(&device);
+    let mut model = tiny_config(128).init_random(&device);
     apply_lora_seeded(&mut model, &LoraConfig::paper_llama(), 3, &device).unwrap();
     randomize_b(&mut model, &device);
     let unmerged = model.forward(tokens(&device), None);
@@ -369,4 +370,56 @@ fn save_refuses_adapters_the_config_does_not_describe() {
         "{err}"
     );
     assert!(err.contains("q_proj: has an adapter"), "{err}");
+}
+
+#[test]
+fn rank_above_a_layer_width_is_refused_before_allocating() {
+    let device = Device::flex();
+    let mut model = tiny_config(16).init_random(&device);
+    // k/v projections are 16 → 8 wide: r = 9 is too large for them, r = 8 fits.
+    let err = apply_lora(&mut model, &LoraConfig::new(9, 8.0, &["k_proj"]), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("r = 9") && err.contains("k_proj") && err.contains("min(in, out) = 8"),
+        "{err}"
+    );
+    assert!(model.model.layers[0].self_attn.k_proj.lora.is_none());
+    // An absurd rank fails the same way, at once (no r × width allocation).
+    let err = apply_lora(
+        &mut model,
+        &LoraConfig::new(1 << 40, 8.0, &["q_proj"]),
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("exceeds the width"), "{err}");
+    apply_lora(&mut model, &LoraConfig::new(8, 8.0, &["k_proj"]), &device).unwrap();
+}
+
+#[test]
+fn non_finite_adapter_weights_are_refused_naming_the_tensor() {
+    let device = Device::flex();
+    let mut model = tiny_config(16).init_random(&device);
+    let cfg = LoraConfig::new(4, 8.0, &["q_proj"]);
+    apply_lora(&mut model, &cfg, &device).unwrap();
+    model.model.layers[1]
+        .self_attn
+        .q_proj
+        .lora
+        .as_mut()
+        .unwrap()
+        .lora_b = Param::from_tensor(Tensor::<2>::zeros([4, 16], &device).add_scalar(f32::NAN));
+    let dir = tmp_dir("nan-adapter");
+    save_peft(&model, &cfg, &dir).unwrap();
+    let mut fresh = tiny_config(16).init_random(&device);
+    let err = load_peft(&mut fresh, &dir, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.layers.1.self_attn.q_proj.lora_B.weight") && err.contains("non-finite"),
+        "{err}"
+    );
+    assert!(fresh.model.layers[1].self_attn.q_proj.lora.is_none());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -105,6 +105,10 @@ pub trait LanguageModel {
     fn new_cache(&self) -> KvCache;
     /// Vocabulary size (width of the logits).
     fn vocab_size(&self) -> usize;
+    /// Context length: the most positions (prompt plus continuation) one sequence may use.
+    /// GPT-2 panics past it (it has no position embedding there); Llama and GPT-J would run
+    /// but were not trained for it. Check with [`crate::check_context`] before decoding.
+    fn max_positions(&self) -> usize;
 }
 
 macro_rules! language_model {
@@ -125,6 +129,9 @@ macro_rules! language_model {
             }
             fn vocab_size(&self) -> usize {
                 <$t>::vocab_size(self)
+            }
+            fn max_positions(&self) -> usize {
+                <$t>::max_positions(self)
             }
         }
     )*};
@@ -176,6 +183,27 @@ impl CausalLm {
             Self::Gpt2(m) => m.vocab_size(),
             Self::GptJ(m) => m.vocab_size(),
         }
+    }
+
+    /// Context length (`max_position_embeddings` / `n_positions`): the most positions one
+    /// sequence may use.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.max_positions(),
+            Self::Gpt2(m) => m.max_positions(),
+            Self::GptJ(m) => m.max_positions(),
+        }
+    }
+
+    /// Checks that `prompt_len` tokens plus `new_tokens` more fit the context; `what` names
+    /// the flag or key that sets `new_tokens` in the error.
+    pub fn check_context(
+        &self,
+        prompt_len: usize,
+        new_tokens: usize,
+        what: &str,
+    ) -> Result<(), crate::ContextError> {
+        crate::check_context(prompt_len, new_tokens, self.max_positions(), what)
     }
 
     /// A fresh, empty KV cache for this model.

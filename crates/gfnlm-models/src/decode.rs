@@ -96,6 +96,22 @@ impl Trajectory {
         }
     }
 
+    /// The trajectory that taking `actions` in order produces when `tool` (if any) runs after
+    /// each action, as the sampler would: a demonstration made state-for-state comparable with
+    /// sampled trajectories. Not forced.
+    pub fn replay(actions: &[u32], tool: Option<&dyn Tool>) -> Self {
+        let mut t = Self::new(Vec::new(), false);
+        for &a in actions {
+            t.push(a, false);
+            if let Some(tool) = tool {
+                for x in tool.call(&t.tokens) {
+                    t.push(x, true);
+                }
+            }
+        }
+        t
+    }
+
     /// Whether `tokens[i]` was chosen by the policy (not inserted by a tool).
     pub fn is_action(&self, i: usize) -> bool {
         !self.tool.get(i).copied().unwrap_or(false)
@@ -110,6 +126,13 @@ impl Trajectory {
     pub fn num_actions(&self) -> usize {
         (0..self.tokens.len())
             .filter(|&i| self.is_action(i))
+            .count()
+    }
+
+    /// How many times a tool inserted tokens (runs of tool tokens).
+    pub fn tool_calls(&self) -> usize {
+        (0..self.tool.len())
+            .filter(|&i| self.tool[i] && (i == 0 || !self.tool[i - 1]))
             .count()
     }
 

@@ -62,27 +62,33 @@ fn yes() -> bool {
 impl Gpt2Config {
     /// MLP width.
     pub fn inner_dim(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner
+            .unwrap_or_else(|| self.n_embd.saturating_mul(4))
     }
 
-    /// Per-head width.
+    /// Per-head width (0 when `n_head` is 0, which [`Self::validate`] refuses).
     pub fn head_dim(&self) -> usize {
-        self.n_embd / self.n_head
+        self.n_embd.checked_div(self.n_head).unwrap_or(0)
     }
 
-    /// Checks internal consistency; the message names the offending fields.
+    /// Checks internal consistency and bounds (see [`crate::limits`]) before any arithmetic
+    /// on the sizes; the message names the offending fields.
     pub fn validate(&self) -> Result<(), String> {
+        use crate::limits::*;
         let mut problems = Vec::new();
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("n_positions", self.n_positions),
-            ("n_embd", self.n_embd),
-            ("n_layer", self.n_layer),
-            ("n_head", self.n_head),
-        ] {
-            if v == 0 {
-                problems.push(format!("{name} must be > 0"));
-            }
+        check_sizes(
+            &[
+                ("vocab_size", self.vocab_size, MAX_VOCAB),
+                ("n_positions", self.n_positions, MAX_POSITIONS),
+                ("n_embd", self.n_embd, MAX_WIDTH),
+                ("n_layer", self.n_layer, MAX_LAYERS),
+                ("n_head", self.n_head, MAX_HEADS),
+                ("n_inner (or 4·n_embd)", self.inner_dim(), MAX_WIDTH),
+            ],
+            &mut problems,
+        );
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
         }
         if self.n_head > 0 && !self.n_embd.is_multiple_of(self.n_head) {
             problems.push(format!(
@@ -93,8 +99,8 @@ impl Gpt2Config {
         if !self.tie_word_embeddings {
             problems.push("tie_word_embeddings = false is not supported for GPT-2".into());
         }
-        if self.layer_norm_epsilon <= 0.0 {
-            problems.push("layer_norm_epsilon must be positive".into());
+        if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon.is_finite()) {
+            problems.push("layer_norm_epsilon must be finite and positive".into());
         }
         if problems.is_empty() {
             Ok(())
@@ -279,7 +285,8 @@ impl Gpt2LmHeadModel {
     /// at `cache.len()`.
     ///
     /// # Panics
-    /// If the sequence runs past the `n_positions` learned positions.
+    /// If the sequence runs past the `n_positions` learned positions: check with
+    /// [`crate::check_context`] first (the CLI, the trainer and the evaluations do).
     pub fn forward_hidden(
         &self,
         tokens: Tensor<2, Int>,

@@ -54,9 +54,9 @@ fn default_eps() -> f64 {
 }
 
 impl GptJConfig {
-    /// Per-head width.
+    /// Per-head width (0 when `n_head` is 0, which [`Self::validate`] refuses).
     pub fn head_dim(&self) -> usize {
-        self.n_embd / self.n_head
+        self.n_embd.checked_div(self.n_head).unwrap_or(0)
     }
 
     /// Rotated channels per head.
@@ -66,21 +66,28 @@ impl GptJConfig {
 
     /// MLP width.
     pub fn inner_dim(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner
+            .unwrap_or_else(|| self.n_embd.saturating_mul(4))
     }
 
-    /// Checks internal consistency; the message names the offending fields.
+    /// Checks internal consistency and bounds (see [`crate::limits`]) before any arithmetic
+    /// on the sizes; the message names the offending fields.
     pub fn validate(&self) -> Result<(), String> {
+        use crate::limits::*;
         let mut problems = Vec::new();
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("n_embd", self.n_embd),
-            ("n_layer", self.n_layer),
-            ("n_head", self.n_head),
-        ] {
-            if v == 0 {
-                problems.push(format!("{name} must be > 0"));
-            }
+        check_sizes(
+            &[
+                ("vocab_size", self.vocab_size, MAX_VOCAB),
+                ("n_positions", self.n_positions, MAX_POSITIONS),
+                ("n_embd", self.n_embd, MAX_WIDTH),
+                ("n_layer", self.n_layer, MAX_LAYERS),
+                ("n_head", self.n_head, MAX_HEADS),
+                ("n_inner (or 4·n_embd)", self.inner_dim(), MAX_WIDTH),
+            ],
+            &mut problems,
+        );
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
         }
         if self.n_head > 0 && !self.n_embd.is_multiple_of(self.n_head) {
             problems.push(format!(
@@ -99,8 +106,8 @@ impl GptJConfig {
         if self.tie_word_embeddings {
             problems.push("tie_word_embeddings = true is not supported for GPT-J".into());
         }
-        if self.layer_norm_epsilon <= 0.0 {
-            problems.push("layer_norm_epsilon must be positive".into());
+        if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon.is_finite()) {
+            problems.push("layer_norm_epsilon must be finite and positive".into());
         }
         if problems.is_empty() {
             Ok(())
@@ -148,6 +155,7 @@ impl GptJConfig {
                 normal([d, self.vocab_size]),
                 Some(vec(self.vocab_size, 0.0)),
             ),
+            max_positions: self.n_positions,
         }
     }
 }
@@ -260,6 +268,8 @@ pub struct GptJForCausalLm {
     pub transformer: GptJModel,
     /// Output projection `[n_embd, vocab]` with bias.
     pub lm_head: Linear,
+    /// Context length (`n_positions`).
+    pub max_positions: usize,
 }
 
 impl GptJForCausalLm {
@@ -271,6 +281,12 @@ impl GptJForCausalLm {
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
         self.transformer.wte.weight.shape().dims::<2>()[0]
+    }
+
+    /// Context length (`n_positions`): rotary runs past it, but the model was not trained
+    /// there and the CLI refuses longer sequences.
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
     }
 
     /// A fresh, empty KV cache for this model.

@@ -22,7 +22,8 @@
 //! Loading sits beside this stack and depends on it, never the other way: [`load`] reads
 //! llama.cpp GGUF files, [`hf`] reads Hugging Face folders (config, safetensors, tokenizer
 //! vocabulary check) and defines [`CausalLm::load`], which dispatches between the two. No
-//! model module imports from [`load`] or [`hf`]. [`device`] parses `--device` strings.
+//! model module imports from [`load`] or [`hf`]. [`device`] parses `--device` strings;
+//! [`limits`] bounds every size read from a file or a command line.
 
 pub mod attention;
 pub mod cache;
@@ -35,6 +36,7 @@ pub mod gptj;
 mod head;
 pub mod hf;
 pub mod layers;
+pub mod limits;
 pub mod linear;
 pub mod llama;
 pub mod load;
@@ -47,6 +49,7 @@ pub use decode::{
     Behaviour, Constraint, PolicyTerms, Tool, Trajectory, policy_terms, sample_trajectories,
 };
 pub use device::{compiled_backends, parse_device};
+pub use limits::{ContextError, check_context};
 pub use linear::Linear;
 pub use llama::{LlamaConfig, LlamaForCausalLm};
 pub use load::{LoadError, llama_config_from_gguf, load_llama_from_gguf, load_llama_gguf};

@@ -40,6 +40,21 @@ pub enum LoadError {
         /// What is wrong.
         message: String,
     },
+    /// A stored weight is NaN or infinite.
+    #[error(
+        "{path}: tensor '{tensor}' holds a non-finite value ({value} at flat index {index}); \
+         the checkpoint is corrupt"
+    )]
+    NonFinite {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Tensor name in the file.
+        tensor: String,
+        /// Flat index (after dequantisation) of the first bad value.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// A tensor's shape disagrees with the hyper-parameters.
     #[error(
         "{path}: tensor '{tensor}' has shape {actual:?}, but the metadata implies {expected:?}"
@@ -67,6 +82,43 @@ pub fn llama_config_from_gguf(gguf: &GgufFile) -> Result<LlamaConfig, LoadError>
         });
     }
     let hp = LlamaHParams::from_gguf(gguf)?;
+    // Bounds under the file's own key names first (LlamaConfig::validate names HF keys).
+    {
+        use crate::limits::*;
+        let mut problems = Vec::new();
+        let k = |s: &str| format!("{arch}.{s}");
+        check_sizes(
+            &[
+                (k("block_count").as_str(), hp.num_layers, MAX_LAYERS),
+                (k("embedding_length").as_str(), hp.hidden_size, MAX_WIDTH),
+                (
+                    k("feed_forward_length").as_str(),
+                    hp.intermediate_size,
+                    MAX_WIDTH,
+                ),
+                (k("attention.head_count").as_str(), hp.num_heads, MAX_HEADS),
+                (
+                    k("attention.head_count_kv").as_str(),
+                    hp.num_kv_heads,
+                    MAX_HEADS,
+                ),
+                (k("attention.key_length").as_str(), hp.head_dim, MAX_WIDTH),
+                (
+                    k("context_length").as_str(),
+                    hp.context_length,
+                    MAX_POSITIONS,
+                ),
+                ("vocabulary size", hp.vocab_size, MAX_VOCAB),
+            ],
+            &mut problems,
+        );
+        if !problems.is_empty() {
+            return Err(LoadError::Config {
+                path: path(),
+                message: problems.join("; "),
+            });
+        }
+    }
     let config = LlamaConfig {
         vocab_size: hp.vocab_size,
         hidden_size: hp.hidden_size,
@@ -81,6 +133,18 @@ pub fn llama_config_from_gguf(gguf: &GgufFile) -> Result<LlamaConfig, LoadError>
         tie_word_embeddings: hp.tie_word_embeddings,
     };
     config.validate().map_err(|message| LoadError::Config {
+        path: path(),
+        message,
+    })?;
+    // 9 tensors a layer plus the embedding and the final norm, before any per-layer work.
+    crate::limits::check_layer_count(
+        &format!("{arch}.block_count"),
+        config.num_hidden_layers,
+        9,
+        2,
+        gguf.tensors().len(),
+    )
+    .map_err(|message| LoadError::Config {
         path: path(),
         message,
     })?;
@@ -133,7 +197,16 @@ impl GgufWeights<'_> {
                 actual,
             });
         }
-        Ok(llama::load_hf_layout(self.gguf, self.hp, name)?.data)
+        let data = llama::load_hf_layout(self.gguf, self.hp, name)?.data;
+        if let Some((index, value)) = crate::limits::first_non_finite(&data) {
+            return Err(LoadError::NonFinite {
+                path: self.gguf.path().map(Path::to_path_buf).unwrap_or_default(),
+                tensor: name.to_string(),
+                index,
+                value,
+            });
+        }
+        Ok(data)
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Tensor<1>, LoadError> {
@@ -199,6 +272,7 @@ impl GgufWeights<'_> {
             },
             lm_head,
             rope: RotaryEmbedding::new(hd, c.rope_theta),
+            max_positions: c.max_position_embeddings,
         })
     }
 }

@@ -11,12 +11,17 @@ const D: usize = 32;
 const V: usize = 40;
 
 fn writer(arch: &str, k_rows: usize, skip: Option<&str>) -> GgufWriter {
+    writer_blocks(arch, k_rows, skip, 1)
+}
+
+/// [`writer`] with `llama.block_count = blocks` (the tensors are still those of one block).
+fn writer_blocks(arch: &str, k_rows: usize, skip: Option<&str>, blocks: u32) -> GgufWriter {
     let mut w = GgufWriter::new();
     let meta: Vec<(&str, MetadataValue)> = vec![
         ("general.architecture", MetadataValue::String(arch.into())),
         ("llama.embedding_length", MetadataValue::U32(D as u32)),
         ("llama.feed_forward_length", MetadataValue::U32(48)),
-        ("llama.block_count", MetadataValue::U32(1)),
+        ("llama.block_count", MetadataValue::U32(blocks)),
         ("llama.attention.head_count", MetadataValue::U32(4)),
         ("llama.attention.head_count_kv", MetadataValue::U32(2)),
         (
@@ -111,4 +116,40 @@ fn another_architecture_and_a_missing_tensor_are_named() {
     assert!(msg.contains("blk.0.ffn_up.weight"), "{msg}");
     let _ = std::fs::remove_file(p);
     let _ = std::fs::remove_file(p2);
+}
+
+#[test]
+fn absurd_block_counts_are_refused_before_any_allocation() {
+    let device = gfnlm_models::parse_device("flex").unwrap();
+    for (blocks, needle) in [
+        (4_000_000_000u32, "llama.block_count = 4000000000 is above"),
+        (1000, "llama.block_count = 1000 needs at least 9002 tensors"),
+        (0, "llama.block_count must be > 0"),
+    ] {
+        let w = writer_blocks("llama", 16, None, blocks);
+        let p = write(&format!("blocks-{blocks}"), &w);
+        let err = load_llama_gguf(&p, &device).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, LoadError::Config { .. }), "{msg}");
+        assert!(msg.contains(needle) && msg.contains(".gguf"), "{msg}");
+        std::fs::remove_file(&p).unwrap();
+    }
+}
+
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let device = gfnlm_models::parse_device("flex").unwrap();
+    let mut w = writer("llama", 16, Some("blk.0.ffn_up.weight"));
+    let mut data = vec![0.01f32; 48 * D];
+    data[7] = f32::NAN;
+    w.add_f32("blk.0.ffn_up.weight", &[48, D], &data, GgmlType::F32)
+        .unwrap();
+    let p = write("nan", &w);
+    let err = load_llama_gguf(&p, &device).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, LoadError::NonFinite { index: 7, .. }) && msg.contains("blk.0.ffn_up.weight"),
+        "{msg}"
+    );
+    std::fs::remove_file(&p).unwrap();
 }

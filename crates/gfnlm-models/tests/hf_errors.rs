@@ -401,3 +401,187 @@ fn untied_llama_and_gptj_load_from_synthetic_folders() {
     write_safetensors(&dir.join("model.safetensors"), &tensors, Dtype::F32);
     assert!(logits(&dir).iter().all(|x| x.is_finite()));
 }
+
+#[test]
+fn zero_heads_and_absurd_sizes_are_config_errors_not_panics() {
+    let llama = json!({
+        "model_type": "llama", "vocab_size": 11, "hidden_size": 8, "intermediate_size": 16,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "rms_norm_eps": 1e-5, "max_position_embeddings": 32
+    });
+    let gptj = json!({
+        "model_type": "gptj", "vocab_size": 11, "n_positions": 16, "n_embd": 8, "n_layer": 1,
+        "n_head": 2
+    });
+    for (base, key, value, needle) in [
+        (
+            &llama,
+            "num_attention_heads",
+            json!(0),
+            "num_attention_heads must be > 0",
+        ),
+        (
+            &llama,
+            "num_key_value_heads",
+            json!(0),
+            "num_key_value_heads must be > 0",
+        ),
+        (
+            &llama,
+            "hidden_size",
+            json!(1u64 << 40),
+            "hidden_size = 1099511627776",
+        ),
+        (&llama, "head_dim", json!(u64::MAX), "head_dim"),
+        (
+            &llama,
+            "num_hidden_layers",
+            json!(u64::MAX),
+            "num_hidden_layers",
+        ),
+        (&llama, "vocab_size", json!(0), "vocab_size must be > 0"),
+        (&gpt2_config(), "n_head", json!(0), "n_head must be > 0"),
+        (&gpt2_config(), "n_embd", json!(u64::MAX), "n_embd"),
+        (
+            &gpt2_config(),
+            "n_positions",
+            json!(0),
+            "n_positions must be > 0",
+        ),
+        (&gptj, "n_head", json!(0), "n_head must be > 0"),
+        (&gptj, "n_positions", json!(0), "n_positions must be > 0"),
+        (
+            &gptj,
+            "n_layer",
+            json!(1_000_000_000),
+            "n_layer = 1000000000",
+        ),
+    ] {
+        let mut config = base.clone();
+        config[key] = value;
+        let dir = scratch(&format!("sizes-{key}-{needle}").replace(' ', "_"));
+        write_config(&dir, &config);
+        let err = read_config(&dir).unwrap_err();
+        assert!(matches!(err, HfError::Config { .. }), "{key}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(needle) && msg.contains("config.json"),
+            "{key}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn layer_counts_beyond_the_file_are_refused_with_a_short_message() {
+    // 60,000 layers pass the absolute limit; the file holds the tensors of 2.
+    let dir = scratch("many-layers");
+    let mut config = gpt2_config();
+    config["n_layer"] = json!(60_000);
+    write_config(&dir, &config);
+    write_safetensors(&dir.join("model.safetensors"), &gpt2_tensors(), Dtype::F32);
+    let err = load_dir(&dir, &device()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, HfError::Config { .. }), "{msg}");
+    assert!(
+        msg.contains("n_layer = 60000") && msg.contains("holds only 28"),
+        "{msg}"
+    );
+    assert!(msg.len() < 1000, "{} bytes", msg.len());
+}
+
+#[test]
+fn tensor_reports_list_at_most_ten_names_of_each_kind() {
+    let dir = scratch("junk-tensors");
+    write_config(&dir, &gpt2_config());
+    let junk: Tensors = (0..40)
+        .map(|i| (format!("junk.{i}"), (vec![1], vec![0.0])))
+        .collect();
+    write_safetensors(&dir.join("model.safetensors"), &junk, Dtype::F32);
+    let msg = load_dir(&dir, &device()).unwrap_err().to_string();
+    assert!(msg.contains("… and 18 more"), "{msg}"); // 28 missing
+    assert!(msg.contains("… and 30 more"), "{msg}"); // 40 unexpected
+    assert!(msg.len() < 2000, "{} bytes", msg.len());
+}
+
+#[test]
+fn non_finite_base_weights_are_refused_naming_the_tensor() {
+    // GPT-2 Conv1D weights (read as stored) and a Llama nn.Linear (read transposed), f32 and
+    // f16.
+    let dir = scratch("nan-gpt2");
+    write_config(&dir, &gpt2_config());
+    let mut tensors = gpt2_tensors();
+    tensors
+        .get_mut("transformer.h.1.mlp.c_fc.weight")
+        .unwrap()
+        .1[5] = f32::NAN;
+    write_safetensors(&dir.join("model.safetensors"), &tensors, Dtype::F32);
+    let err = load_dir(&dir, &device()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, HfError::NonFinite { index: 5, .. }), "{msg}");
+    assert!(
+        msg.contains("transformer.h.1.mlp.c_fc.weight") && msg.contains("model.safetensors"),
+        "{msg}"
+    );
+
+    let llama = LlamaConfig {
+        vocab_size: 11,
+        hidden_size: 8,
+        intermediate_size: 16,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        head_dim: None,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 32,
+        tie_word_embeddings: true,
+    };
+    let dir = scratch("inf-llama");
+    let mut config = serde_json::to_value(&llama).unwrap();
+    config["model_type"] = json!("llama");
+    write_config(&dir, &config);
+    let mut tensors = tensors_for(&llama_expected_tensors(&llama, "model."));
+    tensors
+        .get_mut("model.layers.0.self_attn.k_proj.weight")
+        .unwrap()
+        .1[3] = f32::INFINITY;
+    write_safetensors(&dir.join("model.safetensors"), &tensors, Dtype::F16);
+    let msg = load_dir(&dir, &device()).unwrap_err().to_string();
+    assert!(
+        msg.contains("model.layers.0.self_attn.k_proj.weight") && msg.contains("inf"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn every_model_reports_its_context_length() {
+    let dir = scratch("context-gpt2");
+    write_config(&dir, &gpt2_config());
+    write_safetensors(&dir.join("model.safetensors"), &gpt2_tensors(), Dtype::F32);
+    let (model, config) = load_dir(&dir, &device()).unwrap();
+    assert_eq!((model.max_positions(), config.max_positions()), (16, 16));
+    assert!(model.check_context(10, 6, "--max-tokens").is_ok());
+    let e = model
+        .check_context(10, 7, "--max-tokens")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("17 positions") && e.contains("at most 16") && e.contains("--max-tokens"),
+        "{e}"
+    );
+    let llama = LlamaConfig {
+        vocab_size: 11,
+        hidden_size: 8,
+        intermediate_size: 16,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        head_dim: None,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 32,
+        tie_word_embeddings: true,
+    };
+    let m: gfnlm_models::CausalLm = llama.init_random(&device()).into();
+    assert_eq!(m.max_positions(), 32);
+}

@@ -16,6 +16,8 @@ use gfnlm_tokenizer::Tokenizer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub mod arithmetic;
+pub mod calculator;
 pub mod next_sentence;
 pub mod rng;
 
@@ -34,8 +36,13 @@ pub struct Example {
     pub prompt: Vec<u32>,
     /// Target Y (an answer, a label, an ending), when the task has one.
     pub target: Option<Vec<u32>>,
-    /// Weight of the example's loss (e.g. 0.2 for unlabelled "homework" queries).
+    /// Sampling weight: training examples are drawn with probability ∝ weight (e.g. 0.2 for
+    /// unlabelled "homework" queries against 1 for labelled ones).
     pub weight: f64,
+    /// A known good Z for this prompt (e.g. a worked rationale), for supervised updates and
+    /// for seeding replay buffers; `None` when the data has none.
+    #[serde(default)]
+    pub demonstration: Option<Vec<u32>>,
 }
 
 impl Example {
@@ -46,6 +53,7 @@ impl Example {
             prompt,
             target: None,
             weight: 1.0,
+            demonstration: None,
         }
     }
 }
@@ -196,7 +204,31 @@ impl TaskSection {
     }
 
     /// The task's own keys parsed into its settings type (`deny_unknown_fields` + `default`).
+    ///
+    /// The keys are held as JSON, which has no NaN or infinity: a TOML `nan`/`inf` arrives as
+    /// null (TOML itself has no null) and is refused here, naming the key.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
+        fn null_at(v: &serde_json::Value) -> Option<String> {
+            match v {
+                serde_json::Value::Null => Some(String::new()),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, x)| null_at(x).map(|p| format!("[{i}]{p}"))),
+                serde_json::Value::Object(o) => o
+                    .iter()
+                    .find_map(|(k, x)| null_at(x).map(|p| format!(".{k}{p}"))),
+                _ => None,
+            }
+        }
+        for (k, v) in &self.settings {
+            if let Some(p) = null_at(v) {
+                return Err(TaskError::Config(format!(
+                    "task '{}': {k}{p} must be a finite number (nan and inf are not allowed)",
+                    self.name
+                )));
+            }
+        }
         let map: serde_json::Map<String, serde_json::Value> = self
             .settings
             .iter()
@@ -231,7 +263,11 @@ pub struct Registration {
 }
 
 /// Every task gfnlm knows.
-pub const REGISTRY: &[Registration] = &[next_sentence::REGISTRATION, rng::REGISTRATION];
+pub const REGISTRY: &[Registration] = &[
+    arithmetic::REGISTRATION,
+    next_sentence::REGISTRATION,
+    rng::REGISTRATION,
+];
 
 /// The registered names, comma-separated (for messages).
 pub fn task_names() -> String {
@@ -254,6 +290,30 @@ fn registration(name: &str) -> Result<&'static Registration, TaskError> {
 /// Validates a `[task]` section without building the task.
 pub fn check_config(section: &TaskSection) -> Result<(), TaskError> {
     (registration(&section.name)?.check)(section)
+}
+
+/// Checks that every example's prompt plus the task's longest continuation (its constraint's
+/// `max_len`) fits a model of `max_positions` positions: called before training and before
+/// every evaluation decodes, so a long prompt or a large `max_len` is an error, never a panic
+/// (GPT-2) or a run far past the context the model was trained for (Llama, GPT-J).
+pub fn check_context(
+    task: &dyn Task,
+    examples: &[Example],
+    max_positions: usize,
+) -> Result<(), TaskError> {
+    for ex in examples {
+        let max_len = task.constraint(ex).max_len;
+        gfnlm_models::check_context(
+            ex.prompt.len(),
+            max_len,
+            max_positions,
+            "[task] max_len (the longest continuation)",
+        )
+        .map_err(|e| {
+            TaskError::Config(format!("task '{}', example '{}': {e}", task.name(), ex.id))
+        })?;
+    }
+    Ok(())
 }
 
 /// Builds the task a `[task]` section names.

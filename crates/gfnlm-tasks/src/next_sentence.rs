@@ -501,7 +501,15 @@ impl Task for NextSentenceTask {
             Some(path) => self.examples_from_file(path)?,
             None => self.examples(ctx.split).to_vec(),
         };
+        crate::check_context(self, &examples, ctx.model.max_positions())?;
         let n = ctx.samples.unwrap_or(20).max(1);
+        // The samples of a prompt (or its beams) are decoded as one batch.
+        if n > MAX_SAMPLES_PER_PROMPT {
+            return Err(TaskError::Eval(format!(
+                "next-sentence decodes the samples of a prompt as one batch: --samples must be \
+                 ≤ {MAX_SAMPLES_PER_PROMPT}, got {n}"
+            )));
+        }
         let mut report = match ctx.method {
             None => evaluate_sampler(self, ctx, &examples, n)?,
             Some(m) => evaluate_method(self, ctx, &examples, n, m)?,
@@ -510,6 +518,9 @@ impl Task for NextSentenceTask {
         Ok(report.into_evaluation())
     }
 }
+
+/// Most samples (or beams) per prompt an evaluation decodes: they form one batch.
+pub const MAX_SAMPLES_PER_PROMPT: usize = 4096;
 
 /// The metrics of one decoding method over a set of prompts.
 #[derive(Debug, Clone, Serialize, Deserialize)]

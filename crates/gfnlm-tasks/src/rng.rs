@@ -306,6 +306,7 @@ impl Task for RngTask {
     fn evaluate(&self, ctx: &EvalContext<'_>) -> Result<Evaluation, TaskError> {
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
         let constraint = Task::constraint(self, &self.examples[0]);
+        crate::check_context(self, &self.examples, ctx.model.max_positions())?;
         let e = evaluate_rng(
             ctx.model,
             self,

@@ -62,6 +62,22 @@ pub enum UpdateRule {
     /// GFlowNet fine-tuning with `objective` (the paper's method).
     #[default]
     Gflownet,
+    /// Supervised fine-tuning: maximum likelihood of the task's demonstrations.
+    Sft,
+    /// PPO (the TRL recipe): value head, per-token KL penalty to the base model, GAE, clipped
+    /// policy and value losses, `ppo_epochs` passes over each rollout.
+    Ppo,
+}
+
+/// PPO's terminal reward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PpoReward {
+    /// The task's untempered terminal log R divided by the reward temperature.
+    #[default]
+    LogR,
+    /// 1 when `Task::is_valid` accepts the trajectory (e.g. a correct arithmetic answer), else 0.
+    Valid,
 }
 
 /// Every hyper-parameter of a run.
@@ -86,8 +102,26 @@ pub struct TrainConfig {
     pub linear_decay: bool,
     /// AdamW weight decay.
     pub weight_decay: f64,
-    /// Learning rule (`gflownet`).
+    /// Learning rule (`gflownet`, `sft`, `ppo`).
     pub update: UpdateRule,
+    /// PPO: optimizer steps (passes) over each step's rollouts.
+    pub ppo_epochs: usize,
+    /// PPO: ε of the clipped policy loss.
+    pub ppo_clip: f64,
+    /// PPO: ε_v of the clipped value loss.
+    pub ppo_value_clip: f64,
+    /// PPO: discount γ.
+    pub ppo_gamma: f64,
+    /// PPO: GAE λ.
+    pub ppo_lambda: f64,
+    /// PPO: coefficient of the per-token KL penalty to the base model.
+    pub ppo_kl_coef: f64,
+    /// PPO: weight of the value loss.
+    pub ppo_value_coef: f64,
+    /// PPO: Adam learning rate of the value head (constant).
+    pub ppo_value_lr: f64,
+    /// PPO: terminal reward (`log_r` or `valid`).
+    pub ppo_reward: PpoReward,
     /// GFlowNet objective.
     pub objective: Objective,
     /// λ of modified SubTB.
@@ -114,6 +148,9 @@ pub struct TrainConfig {
     pub reward_temp_horizon: usize,
     /// Write a checkpoint every N optimizer steps (and at the end).
     pub checkpoint_every: usize,
+    /// Keep only the newest N checkpoints, deleting older ones as new ones are written
+    /// (0: keep all, the behaviour before this key existed). Not compared on resume.
+    pub keep_checkpoints: usize,
     /// Stop after this many non-finite losses in a row.
     pub max_nonfinite_in_a_row: usize,
     /// Storage dtype of the frozen base weights during training (`f32`, `bf16`, `f16`): the
@@ -144,6 +181,15 @@ impl Default for TrainConfig {
             linear_decay: false,
             weight_decay: 0.0,
             update: UpdateRule::Gflownet,
+            ppo_epochs: 4,
+            ppo_clip: 0.2,
+            ppo_value_clip: 0.2,
+            ppo_gamma: 1.0,
+            ppo_lambda: 0.95,
+            ppo_kl_coef: 0.05,
+            ppo_value_coef: 0.1,
+            ppo_value_lr: 1e-3,
+            ppo_reward: PpoReward::LogR,
             objective: Objective::Subtb,
             subtb_lambda: 1.0,
             replay_prob: 0.25,
@@ -157,6 +203,7 @@ impl Default for TrainConfig {
             reward_temp_end: 1.0,
             reward_temp_horizon: 0,
             checkpoint_every: 50,
+            keep_checkpoints: 0,
             max_nonfinite_in_a_row: 5,
             precision: WeightPrecision::F32,
             sample_merged: false,
@@ -165,6 +212,19 @@ impl Default for TrainConfig {
         }
     }
 }
+
+/// Largest `batch_size` (trajectories decoded together: the logits alone are
+/// `batch_size × vocab` floats a step).
+pub const MAX_BATCH_SIZE: usize = 4096;
+/// Largest `grad_accum`.
+pub const MAX_GRAD_ACCUM: usize = 4096;
+/// Largest `buffer_size` (entries per prompt).
+pub const MAX_BUFFER_SIZE: usize = 100_000;
+/// Largest `ppo_epochs`.
+pub const MAX_PPO_EPOCHS: usize = 100;
+/// Largest `[lora] r` accepted before the model is seen (the adapted layers' widths bound it
+/// further: r ≤ min(in, out) of every adapted layer, checked when the adapters are attached).
+pub const MAX_LORA_RANK: usize = 65_536;
 
 impl TrainConfig {
     /// Reads a TOML file; missing keys take their defaults, unknown keys are errors.
@@ -182,8 +242,25 @@ impl TrainConfig {
         if self.steps == 0 {
             p.push("steps must be ≥ 1 (0 would write an untrained adapter)".to_string());
         }
-        if self.batch_size == 0 {
-            p.push("batch_size must be ≥ 1".to_string());
+        for (name, v, max) in [
+            ("batch_size", self.batch_size, MAX_BATCH_SIZE),
+            ("grad_accum", self.grad_accum, MAX_GRAD_ACCUM),
+            ("[lora] r", self.lora.r, MAX_LORA_RANK),
+        ] {
+            if v == 0 || v > max {
+                p.push(format!("{name} must be in 1..={max}, got {v}"));
+            }
+        }
+        if self.buffer_size > MAX_BUFFER_SIZE {
+            p.push(format!(
+                "buffer_size must be ≤ {MAX_BUFFER_SIZE}, got {}",
+                self.buffer_size
+            ));
+        }
+        if self.lora.r > 0
+            && let Err(e) = crate::trainer::lora_config(self).validate()
+        {
+            p.push(format!("[lora] {e}"));
         }
         for (name, v) in [
             ("lr_log_z", self.lr_log_z),
@@ -201,9 +278,6 @@ impl TrainConfig {
                 "subtb_lambda must be a finite positive number, got {}",
                 self.subtb_lambda
             ));
-        }
-        if self.grad_accum == 0 {
-            p.push("grad_accum must be ≥ 1".into());
         }
         if !(self.lr >= 0.0 && self.lr.is_finite()) {
             p.push(format!(
@@ -238,6 +312,47 @@ impl TrainConfig {
         }
         if !self.temp_high.is_finite() {
             p.push(format!("temp_high must be finite, got {}", self.temp_high));
+        }
+        if self.ppo_epochs == 0 || self.ppo_epochs > MAX_PPO_EPOCHS {
+            p.push(format!(
+                "ppo_epochs must be in 1..={MAX_PPO_EPOCHS}, got {}",
+                self.ppo_epochs
+            ));
+        }
+        for (name, v) in [
+            ("ppo_clip", self.ppo_clip),
+            ("ppo_value_clip", self.ppo_value_clip),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                p.push(format!("{name} must be a finite positive number, got {v}"));
+            }
+        }
+        for (name, v) in [
+            ("ppo_gamma", self.ppo_gamma),
+            ("ppo_lambda", self.ppo_lambda),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                p.push(format!("{name} must be in [0, 1], got {v}"));
+            }
+        }
+        for (name, v) in [
+            ("ppo_kl_coef", self.ppo_kl_coef),
+            ("ppo_value_coef", self.ppo_value_coef),
+            ("ppo_value_lr", self.ppo_value_lr),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                p.push(format!(
+                    "{name} must be a finite non-negative number, got {v}"
+                ));
+            }
+        }
+        if self.update == UpdateRule::Ppo
+            && (self.replay_prob > 0.0 || self.tempered_prob > 0.0 || self.epsilon > 0.0)
+        {
+            p.push(format!(
+                "update = \"ppo\" learns from on-policy samples: set replay_prob = 0, tempered_prob = 0 and epsilon = 0 (got {}, {}, {})",
+                self.replay_prob, self.tempered_prob, self.epsilon
+            ));
         }
         if let Err(e) = gfnlm_tasks::check_config(&self.task) {
             p.push(e.to_string());
@@ -322,5 +437,152 @@ mod tests {
             assert!(e.contains(key), "{key}: {e}");
         }
         assert!(TrainConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn ppo_keys_parse_validate_and_default_to_the_old_config() {
+        // A config without the keys parses to the same TrainConfig as before (resume compares).
+        let plain: TrainConfig = toml::from_str("steps = 3").unwrap();
+        assert_eq!(plain.ppo_epochs, 4);
+        assert_eq!(plain.ppo_reward, PpoReward::LogR);
+        let cfg: TrainConfig = toml::from_str(
+            "update = \"ppo\"\nreplay_prob = 0\ntempered_prob = 0\nepsilon = 0\nppo_epochs = 2\nppo_reward = \"valid\"\nppo_kl_coef = 0.1",
+        )
+        .unwrap();
+        assert_eq!(cfg.update, UpdateRule::Ppo);
+        assert_eq!((cfg.ppo_epochs, cfg.ppo_reward), (2, PpoReward::Valid));
+        cfg.validate().unwrap();
+        let e = TrainConfig {
+            update: UpdateRule::Ppo,
+            ..TrainConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("on-policy"), "{e}");
+        for (cfg, key) in [
+            (
+                TrainConfig {
+                    ppo_epochs: 0,
+                    ..cfg.clone()
+                },
+                "ppo_epochs",
+            ),
+            (
+                TrainConfig {
+                    ppo_clip: 0.0,
+                    ..cfg.clone()
+                },
+                "ppo_clip",
+            ),
+            (
+                TrainConfig {
+                    ppo_lambda: 1.5,
+                    ..cfg.clone()
+                },
+                "ppo_lambda",
+            ),
+            (
+                TrainConfig {
+                    ppo_value_lr: f64::NAN,
+                    ..cfg.clone()
+                },
+                "ppo_value_lr",
+            ),
+        ] {
+            let e = cfg.validate().unwrap_err();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e = toml::from_str::<TrainConfig>("ppo_reward = \"score\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log_r") || e.contains("valid"), "{e}");
+    }
+
+    #[test]
+    fn sizes_are_bounded_before_anything_is_allocated() {
+        let lora = |r: usize, targets: &[&str], dropout: f64| LoraSection {
+            r,
+            dropout,
+            target_modules: targets.iter().map(|s| s.to_string()).collect(),
+            ..LoraSection::default()
+        };
+        for (cfg, key) in [
+            (
+                TrainConfig {
+                    batch_size: 1_000_000_000,
+                    ..TrainConfig::default()
+                },
+                "batch_size must be in 1..=4096, got 1000000000",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 100_000,
+                    ..TrainConfig::default()
+                },
+                "batch_size",
+            ),
+            (
+                TrainConfig {
+                    grad_accum: 0,
+                    ..TrainConfig::default()
+                },
+                "grad_accum",
+            ),
+            (
+                TrainConfig {
+                    buffer_size: usize::MAX,
+                    ..TrainConfig::default()
+                },
+                "buffer_size",
+            ),
+            (
+                TrainConfig {
+                    lora: lora(1_000_000_000, &["q_proj"], 0.0),
+                    ..TrainConfig::default()
+                },
+                "[lora] r must be in 1..=65536",
+            ),
+            (
+                TrainConfig {
+                    lora: lora(0, &["q_proj"], 0.0),
+                    ..TrainConfig::default()
+                },
+                "[lora] r",
+            ),
+            (
+                TrainConfig {
+                    lora: lora(8, &[], 0.0),
+                    ..TrainConfig::default()
+                },
+                "target_modules is empty",
+            ),
+            (
+                TrainConfig {
+                    lora: lora(8, &["q_proj"], 1.5),
+                    ..TrainConfig::default()
+                },
+                "lora_dropout",
+            ),
+        ] {
+            let e = cfg.validate().unwrap_err();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn task_keys_are_checked_with_the_file_named() {
+        let dir = std::env::temp_dir().join(format!("gfnlm-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[task]\nname = \"rng\"\ninvalid_log_reward = nan\n").unwrap();
+        let e = TrainConfig::from_file(&path).unwrap_err();
+        assert!(
+            e.contains("bad.toml") && e.contains("invalid_log_reward"),
+            "{e}"
+        );
+        std::fs::write(&path, "subtb_lambda = -1\n").unwrap();
+        let e = TrainConfig::from_file(&path).unwrap_err();
+        assert!(e.contains("bad.toml") && e.contains("subtb_lambda"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

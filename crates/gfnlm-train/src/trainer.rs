@@ -14,6 +14,7 @@ use burn::tensor::Device;
 use gfnlm_lora::{AdaptableModel, LoraConfig};
 use gfnlm_models::CausalLm;
 use gfnlm_models::decode::{Behaviour, sample_trajectories};
+use gfnlm_objectives::ObjectiveError;
 use gfnlm_tasks::{Constraint, Example, RewardContext, Split, Task, Trajectory};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::buffer::{Entry, ReplayBuffer};
 use crate::config::TrainConfig;
 use crate::schedule::{LrSchedule, RewardTemperature};
-use crate::update::{Rollout, Update};
+use crate::update::{Rollout, RolloutSource, Update};
 
 /// What went wrong in a run.
 #[derive(Debug, thiserror::Error)]
@@ -38,13 +39,15 @@ pub enum TrainError {
     Objective(#[from] gfnlm_objectives::ObjectiveError),
     /// Too many non-finite losses in a row; the offending batch was saved.
     #[error(
-        "{count} non-finite losses in a row at step {step}; the last batch is in {batch_file}. Lower lr or check the rewards."
+        "{count} non-finite losses in a row at step {step} (lr = {lr:e}); the last batch is in {batch_file}. Lower lr or check the rewards."
     )]
     NonFinite {
         /// Consecutive non-finite losses.
         count: usize,
         /// Optimizer step.
         step: usize,
+        /// Learning rate of that step.
+        lr: f64,
         /// Where the batch was written.
         batch_file: PathBuf,
     },
@@ -63,7 +66,7 @@ pub enum TrainError {
 pub struct StepStats {
     /// Optimizer step (1-based after the update).
     pub step: usize,
-    /// Mean loss over the micro-batches.
+    /// Mean loss over the micro-batches (of every pass, for rules with several: PPO).
     pub loss: f64,
     /// Mean untempered terminal log R.
     pub mean_log_r: f64,
@@ -190,6 +193,8 @@ impl Trainer {
                 task.name()
             )));
         }
+        gfnlm_tasks::check_context(&*task, task.examples(Split::Train), base.max_positions())
+            .map_err(|e| TrainError::Config(e.to_string()))?;
         gfnlm_lora::apply_lora_seeded(&mut base, &lora_config(&cfg), cfg.seed, &device)?;
         stable_adapter_ids(&mut base);
         base.set_weight_precision(cfg.precision)
@@ -241,8 +246,8 @@ impl Trainer {
         base
     }
 
-    /// The training example of micro-batch `micro` of the current step: drawn uniformly from
-    /// the task's training split by a generator derived from (seed, step, micro), so a resumed
+    /// The training example of micro-batch `micro` of the current step: drawn from the task's
+    /// training split (uniformly, or ∝ `Example::weight` when weights differ) by a generator derived from (seed, step, micro), so a resumed
     /// run draws the same prompts and the trajectory sampler's stream is untouched.
     fn pick_example(&self, micro: usize) -> Example {
         let train = self.task.examples(Split::Train);
@@ -252,13 +257,48 @@ impl Trainer {
         let stream = (self.step * self.cfg.grad_accum + micro) as u64;
         let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0x9e37_79b9_7f4a_7c15);
         rng.set_stream(stream);
-        train[rng.random_range(0..train.len())].clone()
+        if train.iter().all(|e| e.weight == train[0].weight) {
+            return train[rng.random_range(0..train.len())].clone();
+        }
+        // Draw ∝ weight (labelled vs homework queries).
+        let total: f64 = train.iter().map(|e| e.weight.max(0.0)).sum();
+        let mut u = rng.random::<f64>() * total;
+        for e in train {
+            u -= e.weight.max(0.0);
+            if u < 0.0 {
+                return e.clone();
+            }
+        }
+        train[train.len() - 1].clone()
     }
 
     /// Rollout of one micro-batch: replay from the buffer (with probability `replay_prob`), or
     /// sample from the policy at a tempered or the policy's own temperature, then score every
     /// state with the task's reward (the base model is the policy with its adapters off).
     fn rollout(&mut self, example: &Example, constraint: &Constraint) -> Sampled {
+        if self.update.source() == RolloutSource::Demonstration {
+            // Supervised rules learn from the example's demonstration, replayed through the
+            // task's tool so the state matches what sampling would produce; no reward.
+            let trajectories: Vec<Trajectory> = example
+                .demonstration
+                .iter()
+                .map(|d| {
+                    let mut t = Trajectory::replay(d, self.task.tool());
+                    t.forced = t.num_actions() >= constraint.max_len;
+                    t
+                })
+                .collect();
+            let log_rewards = trajectories
+                .iter()
+                .map(|t| vec![0.0; t.num_actions() + 1])
+                .collect();
+            return Sampled {
+                trajectories,
+                log_rewards,
+                behaviour: "demonstration",
+                task_metrics: BTreeMap::new(),
+            };
+        }
         let prompt = &example.prompt;
         let u: f64 = self.rng.random();
         let replay = (u < self.cfg.replay_prob)
@@ -343,6 +383,9 @@ impl Trainer {
         let (mut behaviour, mut skipped, mut var) = (Vec::new(), 0, 0.0);
         let mut valid = 0usize;
         let mut task_sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+        // Rules with several passes (PPO epochs) see this step's finite micro-batches again.
+        let passes = self.update.passes();
+        let mut kept = Vec::new();
         for micro in 0..self.cfg.grad_accum {
             let example = self.pick_example(micro);
             let constraint = self.task.constraint(&example);
@@ -353,16 +396,37 @@ impl Trainer {
                 e.0 += v;
                 e.1 += 1;
             }
+            let flags: Vec<bool> = s
+                .trajectories
+                .iter()
+                .zip(&s.log_rewards)
+                .map(|(t, r)| {
+                    let last = *r.last().expect("a reward per state");
+                    self.task.is_valid(&example, t, last)
+                })
+                .collect();
             let rollout = Rollout {
                 example: &example,
                 constraint: &constraint,
                 trajectories: &s.trajectories,
                 log_rewards: &s.log_rewards,
                 reward_temperature: t_r,
+                valid: &flags,
+                pass: 0,
+                micro,
             };
-            let out = self.update.loss(&self.model, &rollout, &self.device)?;
-            let value = out.loss.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
+            // A NaN/Inf the objective refuses (e.g. log_pf after a huge lr) is a non-finite loss.
+            let out = match self.update.loss(&self.model, &rollout, &self.device) {
+                Err(TrainError::Objective(e @ ObjectiveError::NonFinite { .. })) => {
+                    eprintln!("warning: {e}");
+                    None
+                }
+                other => Some(other?),
+            };
+            let value = out
+                .as_ref()
+                .map_or(f64::NAN, |o| o.loss.clone().into_scalar::<f32>() as f64);
+            let Some(out) = out.filter(|_| value.is_finite()) else {
                 skipped += 1;
                 self.nonfinite_streak += 1;
                 eprintln!(
@@ -381,23 +445,26 @@ impl Trainer {
                     return Err(TrainError::NonFinite {
                         count: self.nonfinite_streak,
                         step: self.step,
+                        lr,
                         batch_file,
                     });
                 }
                 continue;
-            }
+            };
             self.nonfinite_streak = 0;
             var = out.log_ratio_var.unwrap_or(f64::NAN);
             let grads = out.loss.div_scalar(self.cfg.grad_accum as f64).backward();
             self.update.after_backward(&grads);
             accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
             losses.push(value);
-            for (t, r) in s.trajectories.iter().zip(&s.log_rewards) {
-                let last = *r.last().expect("a reward per state");
-                valid += self.task.is_valid(&example, t, last) as usize;
-                term_r.push(last);
+            for (r, &ok) in s.log_rewards.iter().zip(&flags) {
+                valid += ok as usize;
+                term_r.push(*r.last().expect("a reward per state"));
             }
             lens.extend(s.trajectories.iter().map(Trajectory::num_actions));
+            if passes > 1 {
+                kept.push((micro, example, constraint, s, flags));
+            }
         }
         let grads = accum.grads();
         if !grads.is_empty() {
@@ -405,6 +472,54 @@ impl Trainer {
         }
         if !losses.is_empty() {
             self.update.after_step();
+        }
+        // Passes 1.. over the same rollouts (PPO epochs), one optimizer step each at this
+        // step's lr; a non-finite loss skips its micro-batch (counted in `skipped`).
+        for pass in 1..passes {
+            let mut accum = GradientsAccumulator::<CausalLm>::new();
+            let mut finite = false;
+            for (micro, example, constraint, s, flags) in &kept {
+                let rollout = Rollout {
+                    example,
+                    constraint,
+                    trajectories: &s.trajectories,
+                    log_rewards: &s.log_rewards,
+                    reward_temperature: t_r,
+                    valid: flags,
+                    pass,
+                    micro: *micro,
+                };
+                let out = match self.update.loss(&self.model, &rollout, &self.device) {
+                    Err(TrainError::Objective(e @ ObjectiveError::NonFinite { .. })) => {
+                        eprintln!("warning: {e}");
+                        None
+                    }
+                    other => Some(other?),
+                };
+                let value = out
+                    .as_ref()
+                    .map_or(f64::NAN, |o| o.loss.clone().into_scalar::<f32>() as f64);
+                let Some(out) = out.filter(|_| value.is_finite()) else {
+                    skipped += 1;
+                    eprintln!(
+                        "warning: non-finite loss ({value}) at step {} pass {pass}, micro-batch skipped",
+                        self.step
+                    );
+                    continue;
+                };
+                let grads = out.loss.div_scalar(self.cfg.grad_accum as f64).backward();
+                self.update.after_backward(&grads);
+                accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+                losses.push(value);
+                finite = true;
+            }
+            let grads = accum.grads();
+            if !grads.is_empty() {
+                self.model = self.optim.step(lr, self.model.clone(), grads);
+            }
+            if finite {
+                self.update.after_step();
+            }
         }
         self.step += 1;
         let n = term_r.len().max(1) as f64;
@@ -431,15 +546,22 @@ impl Trainer {
     }
 
     /// Writes a checkpoint `dir/step-N` atomically (adapters in PEFT layout, optimizer state,
-    /// buffer, RNG, step) and points `dir/latest` at it.
+    /// buffer, RNG, step, and last a [`MANIFEST`] with the size and SHA-256 of every file),
+    /// points `dir/latest` at it, and removes all but the newest `keep_checkpoints`.
+    ///
+    /// The files are written into `dir/.tmp-step-N`, flushed to disk and renamed into place, so
+    /// a killed run leaves either the whole checkpoint or none of it.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<PathBuf, TrainError> {
         let err = |path: &Path, e: &dyn std::fmt::Display| TrainError::Checkpoint {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
         let name = format!("step-{}", self.step);
+        fs::create_dir_all(dir).map_err(|e| err(dir, &e))?;
+        // Leftovers of a run killed while writing or pruning (one trainer per folder: the
+        // CLI holds a lock on the run folder).
+        remove_leftovers(dir);
         let tmp = dir.join(format!(".tmp-{name}"));
-        let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(|e| err(&tmp, &e))?;
         gfnlm_lora::save_peft(&self.model, &lora_config(&self.cfg), &tmp.join("adapter"))?;
         let opt = tmp.join("optimizer");
@@ -460,36 +582,105 @@ impl Trainer {
             serde_json::to_vec_pretty(&state).expect("state serialises"),
         )
         .map_err(|e| err(&sp, &e))?;
+        let manifest = Manifest {
+            format: 1,
+            step: self.step,
+            files: digest_folder(&tmp, true).map_err(|(p, e)| err(&p, &e))?,
+        };
+        let mp = tmp.join(MANIFEST);
+        fs::write(
+            &mp,
+            serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
+        )
+        .map_err(|e| err(&mp, &e))?;
+        sync_path(&mp).map_err(|e| err(&mp, &e))?;
+        sync_path(&tmp).map_err(|e| err(&tmp, &e))?;
         let final_dir = dir.join(&name);
-        let _ = fs::remove_dir_all(&final_dir);
+        if final_dir.exists() {
+            // A checkpoint of this step that failed verification (the run fell back past it).
+            let old = dir.join(format!(".del-{name}"));
+            fs::rename(&final_dir, &old).map_err(|e| err(&final_dir, &e))?;
+            let _ = fs::remove_dir_all(&old);
+        }
         fs::rename(&tmp, &final_dir).map_err(|e| err(&final_dir, &e))?;
         let latest_tmp = dir.join(".latest.tmp");
         fs::write(&latest_tmp, &name).map_err(|e| err(&latest_tmp, &e))?;
         fs::rename(&latest_tmp, dir.join("latest")).map_err(|e| err(&dir.join("latest"), &e))?;
+        sync_path(dir).map_err(|e| err(dir, &e))?;
+        if self.cfg.keep_checkpoints > 0 {
+            prune_checkpoints(dir, self.step, self.cfg.keep_checkpoints);
+        }
         Ok(final_dir)
     }
 
-    /// The checkpoint `dir/latest` points at, if any.
+    /// The newest checkpoint in `dir` that passes [`verify_checkpoint`] (whatever
+    /// `dir/latest` says), if any.
     pub fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
-        let name = fs::read_to_string(dir.join("latest")).ok()?;
-        let p = dir.join(name.trim());
-        p.join("state.json").is_file().then_some(p)
+        checkpoint_folders(dir)
+            .into_iter()
+            .map(|(_, p)| p)
+            .find(|p| verify_checkpoint(p).is_ok())
     }
 
-    /// Restores adapters, optimizer state, buffer, RNG and step from a checkpoint folder.
-    pub fn resume(&mut self, ckpt: &Path) -> Result<(), TrainError> {
+    /// Resumes from the newest checkpoint in `dir` that verifies and loads, skipping (and
+    /// reporting) newer ones that are truncated, corrupted or incomplete. `Ok(None)` when `dir`
+    /// holds no `step-N` folder at all; an error when it holds some but none can be used, or
+    /// when the run's config differs from the checkpoint's.
+    pub fn resume_latest(&mut self, dir: &Path) -> Result<Option<Resumed>, TrainError> {
+        let found = checkpoint_folders(dir);
+        if found.is_empty() {
+            return Ok(None);
+        }
+        let mut skipped = Vec::new();
+        for (_, ckpt) in &found {
+            match self.resume(ckpt) {
+                Ok(verification) => {
+                    let latest = latest_pointer_note(dir, ckpt);
+                    return Ok(Some(Resumed {
+                        checkpoint: ckpt.clone(),
+                        verification,
+                        skipped,
+                        latest,
+                    }));
+                }
+                Err(e @ TrainError::Config(_)) => return Err(e),
+                Err(e) => skipped.push((ckpt.clone(), e.to_string())),
+            }
+        }
+        let reasons: Vec<String> = skipped
+            .iter()
+            .map(|(p, why)| format!("  {}: {why}", p.display()))
+            .collect();
+        Err(TrainError::Checkpoint {
+            path: dir.to_path_buf(),
+            message: format!(
+                "none of the {} checkpoints can be resumed:\n{}",
+                found.len(),
+                reasons.join("\n")
+            ),
+        })
+    }
+
+    /// Restores adapters, optimizer state, buffer, RNG and step from a checkpoint folder,
+    /// after checking its files against its [`MANIFEST`] (a checkpoint written before
+    /// manifests existed is loaded unverified). On error the trainer is left unchanged.
+    pub fn resume(&mut self, ckpt: &Path) -> Result<Verification, TrainError> {
         let err = |path: &Path, e: &dyn std::fmt::Display| TrainError::Checkpoint {
             path: path.to_path_buf(),
-            message: format!(
-                "{e} (the checkpoint is incomplete or from another version; start a fresh run)"
-            ),
+            message: format!("{e} (the checkpoint is incomplete or from another version)"),
         };
+        let verification = verify_checkpoint(ckpt).map_err(|message| TrainError::Checkpoint {
+            path: ckpt.to_path_buf(),
+            message,
+        })?;
         let sp = ckpt.join("state.json");
         let text = fs::read_to_string(&sp).map_err(|e| err(&sp, &e))?;
         let state: RunState = serde_json::from_str(&text).map_err(|e| err(&sp, &e))?;
-        // Extending a run (a larger `steps`) is allowed; anything else must match.
+        // Extending a run (a larger `steps`) is allowed, and how many checkpoints are kept
+        // changes nothing in the run; anything else must match.
         let same = TrainConfig {
             steps: self.cfg.steps,
+            keep_checkpoints: self.cfg.keep_checkpoints,
             ..state.config.clone()
         } == self.cfg;
         if !same {
@@ -498,19 +689,352 @@ impl Trainer {
                 sp.display()
             )));
         }
-        gfnlm_lora::load_peft(&mut self.model, &ckpt.join("adapter"), &self.device)?;
-        gfnlm_lora::freeze_all(&mut self.model);
-        stable_adapter_ids(&mut self.model);
+        // Everything is loaded into copies first, so a failure leaves the trainer as it was.
+        let mut model = self.model.clone();
+        gfnlm_lora::load_peft(&mut model, &ckpt.join("adapter"), &self.device)?;
+        gfnlm_lora::freeze_all(&mut model);
+        stable_adapter_ids(&mut model);
         let opt = ckpt.join("optimizer");
-        let optim = std::mem::replace(&mut self.optim, AdamWConfig::new().init());
-        self.optim = optim.load(&opt).map_err(|e| err(&opt, &format!("{e:?}")))?;
+        let optim = self
+            .optim
+            .clone()
+            .load(&opt)
+            .map_err(|e| err(&opt, &format!("{e:?}")))?;
+        self.update
+            .load_state(state.update)
+            .map_err(|e| err(&sp, &e))?;
+        self.model = model;
+        self.optim = optim;
         self.step = state.step;
         self.rng = state.rng;
         self.buffer = state.buffer;
         self.nonfinite_streak = state.nonfinite_streak;
-        self.update
-            .load_state(state.update)
-            .map_err(|e| err(&sp, &e))?;
-        Ok(())
+        Ok(verification)
+    }
+}
+
+/// The file, written last into every checkpoint, that lists the size and SHA-256 of each of
+/// its other files.
+pub const MANIFEST: &str = "manifest.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    format: u32,
+    step: usize,
+    /// Path relative to the checkpoint folder (`/`-separated) → digest.
+    files: BTreeMap<String, FileDigest>,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDigest {
+    bytes: u64,
+    sha256: String,
+}
+
+/// How a checkpoint was checked before it was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// Every file matched the size and SHA-256 its manifest records.
+    Verified,
+    /// No manifest: written by a gfnlm from before checksums; loaded unchecked.
+    Unverified,
+}
+
+/// What [`Trainer::resume_latest`] resumed from, and what it had to skip on the way.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    /// The checkpoint folder used.
+    pub checkpoint: PathBuf,
+    /// Whether its files were checked against a manifest.
+    pub verification: Verification,
+    /// Newer checkpoints that could not be used, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+    /// Set when `latest` was missing, unreadable or named another checkpoint.
+    pub latest: Option<String>,
+}
+
+/// The `step-N` checkpoint folders of `dir`, newest first (whatever `dir/latest` says: a
+/// missing or damaged pointer must not hide them).
+pub fn checkpoint_folders(dir: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(usize, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step: usize = name.strip_prefix("step-")?.parse().ok()?;
+            (name == format!("step-{step}")).then(|| (step, e.path()))
+        })
+        .collect();
+    found.sort_by_key(|c| std::cmp::Reverse(c.0));
+    found
+}
+
+/// Checks a checkpoint folder's files against its [`MANIFEST`]: every listed file present,
+/// of the recorded size and SHA-256, and `state.json` among them. A folder without a manifest
+/// but with a `state.json` (written before manifests existed) is [`Verification::Unverified`].
+pub fn verify_checkpoint(ckpt: &Path) -> Result<Verification, String> {
+    let mp = ckpt.join(MANIFEST);
+    let text = match fs::read(&mp) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return if ckpt.join("state.json").is_file() {
+                Ok(Verification::Unverified)
+            } else {
+                Err("no manifest.json and no state.json: not a checkpoint".into())
+            };
+        }
+        Err(e) => return Err(format!("{}: {e}", mp.display())),
+    };
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| format!("{} is damaged: {e}", mp.display()))?;
+    let expected = ckpt
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("step-"))
+        .and_then(|n| n.parse::<usize>().ok());
+    if expected.is_some_and(|s| s != manifest.step) {
+        return Err(format!(
+            "{} records step {}, not this folder's",
+            mp.display(),
+            manifest.step
+        ));
+    }
+    if !manifest.files.contains_key("state.json") {
+        return Err(format!("{} does not list state.json", mp.display()));
+    }
+    for (rel, want) in &manifest.files {
+        if rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(format!("{} lists a bad path {rel:?}", mp.display()));
+        }
+        let p = ckpt.join(rel);
+        let got = digest_file(&p, false).map_err(|e| format!("{}: {e}", p.display()))?;
+        if got.bytes != want.bytes {
+            return Err(format!(
+                "{}: {} bytes, the manifest records {} (truncated or partly written)",
+                p.display(),
+                got.bytes,
+                want.bytes
+            ));
+        }
+        if got.sha256 != want.sha256 {
+            return Err(format!(
+                "{}: SHA-256 differs from the manifest's (the file is corrupted)",
+                p.display()
+            ));
+        }
+    }
+    Ok(Verification::Verified)
+}
+
+/// Size and SHA-256 of one file, optionally flushing it to disk first.
+fn digest_file(path: &Path, sync: bool) -> std::io::Result<FileDigest> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = fs::File::open(path)?;
+    if sync {
+        f.sync_all()?;
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    let sha256 = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(FileDigest { bytes, sha256 })
+}
+
+/// Digests of every file under `root` (recursively), keyed by `/`-separated relative path.
+fn digest_folder(
+    root: &Path,
+    sync: bool,
+) -> Result<BTreeMap<String, FileDigest>, (PathBuf, std::io::Error)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let entries = fs::read_dir(&dir).map_err(|e| (dir.clone(), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| (dir.clone(), e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = format!("{prefix}{name}");
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| (path.clone(), e))?;
+            if kind.is_dir() {
+                if sync {
+                    sync_path(&path).map_err(|e| (path.clone(), e))?;
+                }
+                stack.push((path, format!("{rel}/")));
+            } else {
+                let d = digest_file(&path, sync).map_err(|e| (path.clone(), e))?;
+                out.insert(rel, d);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Flushes a file or folder to disk (folders: their entries, so renames survive a crash).
+/// Folders cannot be opened for syncing on Windows; there it is a no-op.
+fn sync_path(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() && cfg!(windows) {
+        return Ok(());
+    }
+    fs::File::open(path)?.sync_all()
+}
+
+/// Removes the `.tmp-step-N` / `.del-step-N` folders a killed run may leave in `dir`.
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".tmp-step-") || name.starts_with(".del-step-") {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Keeps the newest `keep` checkpoints of step ≤ `step` (the one just written among them);
+/// newer folders (left by a run that fell back past them) are rewritten as the run gets there.
+/// Each folder is renamed before it is deleted, so a half-deleted one never looks like a
+/// checkpoint.
+fn prune_checkpoints(dir: &Path, step: usize, keep: usize) {
+    let old = checkpoint_folders(dir)
+        .into_iter()
+        .filter(|(s, _)| *s <= step)
+        .skip(keep);
+    for (s, path) in old {
+        let del = dir.join(format!(".del-step-{s}"));
+        if fs::rename(&path, &del).is_ok() {
+            let _ = fs::remove_dir_all(&del);
+        }
+    }
+}
+
+/// A note when `dir/latest` is missing, damaged or names another checkpoint than `used`.
+fn latest_pointer_note(dir: &Path, used: &Path) -> Option<String> {
+    let pointer = dir.join("latest");
+    let used_name = used.file_name()?.to_string_lossy().into_owned();
+    match fs::read(&pointer) {
+        Err(e) => Some(format!(
+            "{} is unreadable ({e}); found {used_name} by scanning the folder",
+            pointer.display()
+        )),
+        Ok(bytes) => {
+            let named = String::from_utf8_lossy(&bytes).trim().to_string();
+            if named == used_name {
+                None
+            } else if dir.join(&named).is_dir() && named.starts_with("step-") {
+                Some(format!(
+                    "{} names {named}; resumed from {used_name}, the newest checkpoint that verifies",
+                    pointer.display()
+                ))
+            } else {
+                Some(format!(
+                    "{} is damaged (it does not name a checkpoint folder); found {used_name} by scanning the folder",
+                    pointer.display()
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::*;
+
+    /// A fake checkpoint: a state.json and an adapter file, with a manifest.
+    fn fake(dir: &Path, step: usize) -> PathBuf {
+        let c = dir.join(format!("step-{step}"));
+        fs::create_dir_all(c.join("adapter")).unwrap();
+        fs::write(c.join("state.json"), format!("{{\"step\": {step}}}")).unwrap();
+        fs::write(c.join("adapter/w.bin"), vec![step as u8; 1000]).unwrap();
+        let m = Manifest {
+            format: 1,
+            step,
+            files: digest_folder(&c, false).unwrap(),
+        };
+        fs::write(c.join(MANIFEST), serde_json::to_vec(&m).unwrap()).unwrap();
+        c
+    }
+
+    #[test]
+    fn folders_are_scanned_verified_and_pruned() {
+        let dir = std::env::temp_dir().join(format!("gfnlm-ckpt-scan-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        for s in [2, 4, 10, 6] {
+            fake(&dir, s);
+        }
+        // Not checkpoints: a leading zero, a file, a temporary folder.
+        fs::create_dir_all(dir.join("step-012")).unwrap();
+        fs::write(dir.join("step-20"), b"").unwrap();
+        fs::create_dir_all(dir.join(".tmp-step-12")).unwrap();
+        let steps: Vec<usize> = checkpoint_folders(&dir).iter().map(|c| c.0).collect();
+        assert_eq!(steps, [10, 6, 4, 2]);
+        assert_eq!(
+            verify_checkpoint(&dir.join("step-10")),
+            Ok(Verification::Verified)
+        );
+
+        // Damage: truncation, a flipped bit, a missing file, a manifest from another step.
+        let w = dir.join("step-10/adapter/w.bin");
+        fs::write(&w, vec![10u8; 999]).unwrap();
+        assert!(
+            verify_checkpoint(&dir.join("step-10"))
+                .unwrap_err()
+                .contains("999 bytes")
+        );
+        let mut b = vec![6u8; 1000];
+        b[500] ^= 1;
+        fs::write(dir.join("step-6/adapter/w.bin"), b).unwrap();
+        assert!(
+            verify_checkpoint(&dir.join("step-6"))
+                .unwrap_err()
+                .contains("SHA-256")
+        );
+        fs::remove_file(dir.join("step-4/state.json")).unwrap();
+        assert!(verify_checkpoint(&dir.join("step-4")).is_err());
+        fs::rename(dir.join("step-2"), dir.join("step-8")).unwrap();
+        assert!(
+            verify_checkpoint(&dir.join("step-8"))
+                .unwrap_err()
+                .contains("records step 2")
+        );
+        assert_eq!(Trainer::latest_checkpoint(&dir), None);
+        // No manifest but a state.json: an older gfnlm's checkpoint.
+        fs::remove_file(dir.join("step-8").join(MANIFEST)).unwrap();
+        assert_eq!(
+            verify_checkpoint(&dir.join("step-8")),
+            Ok(Verification::Unverified)
+        );
+
+        // Pruning keeps the newest `keep` at or below the current step and leaves newer ones.
+        for s in [12, 14, 16] {
+            fake(&dir, s);
+        }
+        prune_checkpoints(&dir, 14, 2);
+        let steps: Vec<usize> = checkpoint_folders(&dir).iter().map(|c| c.0).collect();
+        assert_eq!(steps, [16, 14, 12]);
+        remove_leftovers(&dir);
+        assert!(!dir.join(".tmp-step-12").exists());
+        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -1,7 +1,9 @@
 //! Update rules: what the trainer does with a rollout. [`GFlowNet`] wraps the four objectives
 //! of `gfnlm-objectives`; supervised fine-tuning and PPO are further implementations of
-//! [`Update`] (SFT reads `rollout.example.target`; PPO keeps its value head and old
-//! log-probabilities in its own state and steps them in [`Update::after_step`]).
+//! [`Update`] ([`crate::sft::Sft`] reads the example's demonstration; [`crate::ppo::Ppo`] keeps
+//! its value head and the first pass's old log-probabilities in its own state, asks for several
+//! passes over each rollout with [`Update::passes`] and steps the value head in
+//! [`Update::after_step`]).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +16,7 @@ use gfnlm_objectives::{
 use gfnlm_tasks::{Constraint, Example, Trajectory};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Objective, TrainConfig};
+use crate::config::{Objective, TrainConfig, UpdateRule};
 use crate::log_z::LogZ;
 use crate::trainer::TrainError;
 
@@ -30,6 +32,13 @@ pub struct Rollout<'a> {
     pub log_rewards: &'a [Vec<f64>],
     /// Divide log R by this before use.
     pub reward_temperature: f64,
+    /// `Task::is_valid` of each trajectory (PPO's 0/1 reward).
+    pub valid: &'a [bool],
+    /// Which pass over the step's micro-batches this is (0, or up to [`Update::passes`] − 1):
+    /// later passes see the same rollouts again.
+    pub pass: usize,
+    /// The micro-batch's index within the step.
+    pub micro: usize,
 }
 
 /// A micro-batch's loss and its diagnostics.
@@ -40,10 +49,29 @@ pub struct UpdateLoss {
     pub log_ratio_var: Option<f64>,
 }
 
+/// Where a rule's micro-batches come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutSource {
+    /// Trajectories sampled from the policy (or replayed), scored by the task's reward.
+    Sample,
+    /// The example's demonstration (replayed through the task's tool), no reward computed.
+    Demonstration,
+}
+
 /// A learning rule applied by [`crate::Trainer`] to each micro-batch.
 pub trait Update: Send {
     /// A short name for logs (`gflownet-subtb`, `sft`, …).
     fn name(&self) -> String;
+    /// Where the rule's micro-batches come from (sampled by default).
+    fn source(&self) -> RolloutSource {
+        RolloutSource::Sample
+    }
+    /// Optimizer steps the trainer takes over each step's micro-batches (PPO epochs): pass 0
+    /// collects them, passes 1.. replay the same rollouts, one optimizer step per pass. 1 by
+    /// default.
+    fn passes(&self) -> usize {
+        1
+    }
     /// The loss of one micro-batch, with gradients flowing into `policy`'s adapters.
     fn loss(
         &mut self,
@@ -73,7 +101,11 @@ pub trait Update: Send {
 
 /// The update rule a config asks for.
 pub fn update_from_config(cfg: &TrainConfig) -> Box<dyn Update> {
-    Box::new(GFlowNet::new(cfg))
+    match cfg.update {
+        UpdateRule::Gflownet => Box::new(GFlowNet::new(cfg)),
+        UpdateRule::Sft => Box::new(crate::sft::Sft),
+        UpdateRule::Ppo => Box::new(crate::ppo::Ppo::new(cfg)),
+    }
 }
 
 /// GFlowNet fine-tuning: one of the four objectives on the policy's per-step terms.
@@ -149,7 +181,7 @@ impl Update for GFlowNet {
             batch = batch.with_forced_stop(max_len)?;
         }
         self.pending = None;
-        let mut loss = match self.objective {
+        let loss = match self.objective {
             Objective::Subtb => modified_subtb(&batch, self.subtb_lambda)?,
             Objective::Db => modified_db(&batch)?,
             Objective::Vargrad => vargrad(&batch)?,
@@ -162,9 +194,6 @@ impl Update for GFlowNet {
                 trajectory_balance(&batch, z)?
             }
         };
-        if rollout.example.weight != 1.0 {
-            loss = loss.mul_scalar(rollout.example.weight);
-        }
         let log_ratio_var = diagnostics(&batch).map(|d| d.log_ratio_var).ok();
         Ok(UpdateLoss {
             loss,

@@ -152,9 +152,14 @@ struct TrainArgs {
     /// Output folder: metrics.jsonl, checkpoints, the final adapter (default: results/TASK/run).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue from the latest checkpoint in --out.
+    /// Continue from the newest checkpoint in --out that verifies (damaged newer ones are
+    /// skipped, saying so); starts fresh only if --out holds no checkpoint at all.
     #[arg(long)]
     resume: bool,
+    /// Start from step 0 although --out holds checkpoints: they (and metrics.jsonl) are moved
+    /// aside to `checkpoints.before-restart-TIME` (and `metrics.jsonl.before-restart-TIME`).
+    #[arg(long, conflicts_with = "resume")]
+    restart: bool,
     /// Override the number of optimizer steps.
     #[arg(long)]
     steps: Option<usize>,
@@ -208,6 +213,40 @@ struct EvalArgs {
     /// Write the task's markdown table of the results to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+}
+
+/// Most sequences one `gfnlm sample` call decodes (`-n`), and most beams: they are decoded as
+/// one batch, `n × vocab` logits a step.
+const MAX_SAMPLES: usize = 4096;
+/// Most beams of beam and diverse-beam search (`--beams`), same reason.
+const MAX_BEAMS: usize = 4096;
+/// Most samples `gfnlm eval --samples` draws (evaluations decode them in chunks or per prompt).
+const MAX_EVAL_SAMPLES: usize = 100_000;
+/// Longest `--prompt`, `--continuation` or `--stop` text, in bytes, before tokenising; the
+/// model's context length bounds the tokens after that.
+const MAX_TEXT_BYTES: usize = 1 << 20;
+
+/// Refuses a size flag outside `1..=max` (or `0..=max` when `zero_ok`), naming the flag.
+fn check_flag(flag: &str, v: usize, max: usize, zero_ok: bool) -> Result<()> {
+    if (v == 0 && !zero_ok) || v > max {
+        bail!(
+            "{flag} must be in {}..={max}, got {v}",
+            if zero_ok { 0 } else { 1 }
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a text flag longer than [`MAX_TEXT_BYTES`].
+fn check_text(flag: &str, text: &str) -> Result<()> {
+    if text.len() > MAX_TEXT_BYTES {
+        bail!(
+            "{flag} is {} bytes; gfnlm takes at most {MAX_TEXT_BYTES} (the model's context is \
+             far shorter)",
+            text.len()
+        );
+    }
+    Ok(())
 }
 
 struct Loaded {
@@ -271,7 +310,15 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         );
     }
     let n = args.num_samples;
+    check_flag("-n/--num-samples", n, MAX_SAMPLES, true)?;
+    check_text("--prompt", &args.prompt)?;
+    if let Some(stop) = &args.stop {
+        check_text("--stop", stop)?;
+    }
     let beams = args.beams.unwrap_or(5 * n.max(1));
+    if matches!(args.method.as_str(), "beam" | "diverse-beam") {
+        check_flag("--beams (default 5 × -n)", beams, MAX_BEAMS, false)?;
+    }
     let groups = args.groups.unwrap_or(if n > 0 && beams.is_multiple_of(n) {
         n
     } else {
@@ -303,6 +350,7 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     if prompt.is_empty() {
         bail!("--prompt must not be empty");
     }
+    model.check_context(prompt.len(), args.max_tokens, "--max-tokens")?;
     let stop = match &args.stop {
         Some(text) => match tokenizer.encode(text, false)?.as_slice() {
             [t] => Some(*t),
@@ -376,12 +424,16 @@ fn run_sample(args: SampleArgs) -> Result<()> {
 }
 
 fn run_score(args: ScoreArgs) -> Result<()> {
+    check_text("--prompt", &args.prompt)?;
+    check_text("--continuation", &args.continuation)?;
     let l = load(&args.model)?;
     let prompt = l.tokenizer.encode(&args.prompt, false)?;
     if prompt.is_empty() {
         bail!("--prompt must not be empty");
     }
     let cont = l.tokenizer.encode(&args.continuation, false)?;
+    l.model
+        .check_context(prompt.len(), cont.len(), "the --continuation")?;
     let s = score(&l.model, &prompt, &cont, args.top_k, &l.device);
     let tok = |id: u32| l.tokenizer.id_to_token(id).unwrap_or_default();
     if args.json {
@@ -484,40 +536,86 @@ fn run_train(args: TrainArgs) -> Result<()> {
     if let Some(p) = args.precision {
         cfg.precision = p;
     }
+    if args.steps == Some(0) {
+        bail!("--steps must be ≥ 1 (0 would write an untrained adapter)");
+    }
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("results/{}/run", cfg.task.name)));
+    // One trainer per folder: the lock is taken before anything is loaded or written, and
+    // held until the process ends.
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let (_lock, stale) = gfnlm_train::RunLock::acquire(&out).map_err(anyhow::Error::msg)?;
+    if let Some(note) = stale {
+        eprintln!("gfnlm: {note}");
+    }
+    let ckpt_dir = out.join("checkpoints");
+    let metrics_path = out.join("metrics.jsonl");
+    let held = gfnlm_train::trainer::checkpoint_folders(&ckpt_dir);
+    if !held.is_empty() && !args.resume && !args.restart {
+        bail!(
+            "{} already holds checkpoints (newest: {}): pass --resume to continue that run, \
+             --restart to start over (the old checkpoints are moved aside), or choose another --out",
+            ckpt_dir.display(),
+            held[0].1.display()
+        );
+    }
     let l = load(&args.model)?;
     let task = build_task(&cfg, &args.task, &l.tokenizer)?;
     let device = l.device.autodiff();
     let model = l.model.to_device(&device);
     let update = gfnlm_train::update_from_config(&cfg);
     let mut trainer = Trainer::new(cfg.clone(), model, task, update, device)?;
-    let ckpt_dir = out.join("checkpoints");
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if args.restart && ckpt_dir.exists() {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for from in [&ckpt_dir, &metrics_path] {
+            if from.exists() {
+                let mut to = from.clone().into_os_string();
+                to.push(format!(".before-restart-{secs}"));
+                std::fs::rename(from, &to)
+                    .with_context(|| format!("moving {} aside", from.display()))?;
+                eprintln!(
+                    "gfnlm: --restart: moved {} to {}",
+                    from.display(),
+                    PathBuf::from(&to).display()
+                );
+            }
+        }
+    }
     if args.resume {
-        match Trainer::latest_checkpoint(&ckpt_dir) {
-            Some(c) => {
-                trainer.resume(&c)?;
+        match trainer.resume_latest(&ckpt_dir) {
+            Ok(Some(r)) => {
+                for (ckpt, why) in &r.skipped {
+                    eprintln!("gfnlm: skipping checkpoint {}: {why}", ckpt.display());
+                }
+                if let Some(note) = &r.latest {
+                    eprintln!("gfnlm: {note}");
+                }
+                if r.verification == gfnlm_train::trainer::Verification::Unverified {
+                    eprintln!(
+                        "gfnlm: {} has no manifest.json (written by an older gfnlm): loaded without checking its files",
+                        r.checkpoint.display()
+                    );
+                }
                 eprintln!(
                     "gfnlm: resumed from {} (step {})",
-                    c.display(),
+                    r.checkpoint.display(),
                     trainer.step
                 );
             }
-            None => eprintln!(
+            Ok(None) => eprintln!(
                 "gfnlm: --resume: no checkpoint in {}, starting fresh",
                 ckpt_dir.display()
             ),
+            Err(e @ gfnlm_train::TrainError::Checkpoint { .. }) => bail!(
+                "{e}\npass --restart (instead of --resume) to start from step 0; the checkpoints are moved aside, not deleted"
+            ),
+            Err(e) => return Err(e.into()),
         }
-    } else if Trainer::latest_checkpoint(&ckpt_dir).is_some() {
-        bail!(
-            "{} already holds checkpoints: pass --resume to continue that run, or choose another --out",
-            ckpt_dir.display()
-        );
     }
-    let metrics_path = out.join("metrics.jsonl");
     // Records past the checkpoint (written after it by a run that was then killed) are dropped.
     let mut metrics = gfnlm_train::MetricsLog::open(&metrics_path, trainer.step)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
@@ -576,6 +674,14 @@ fn run_train(args: TrainArgs) -> Result<()> {
 
 fn run_eval(args: EvalArgs) -> Result<()> {
     let cfg = load_config(&args.task)?;
+    if let Some(n) = args.samples {
+        check_flag("--samples", n, MAX_EVAL_SAMPLES, false)?;
+    }
+    for (flag, v) in [("--beams", args.beams), ("--groups", args.groups)] {
+        if let Some(v) = v {
+            check_flag(flag, v, MAX_BEAMS, false)?;
+        }
+    }
     let Loaded {
         mut model,
         tokenizer,
@@ -597,6 +703,9 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         None => None,
         Some(name) => {
             let n = args.samples.unwrap_or(20);
+            if args.beams.is_none() && matches!(name.as_str(), "beam" | "diverse-beam") {
+                check_flag("--beams (default --samples)", n, MAX_BEAMS, false)?;
+            }
             Some(
                 gfnlm_tasks::DecodeMethod::parse(
                     name,

@@ -15,6 +15,23 @@ pub(crate) struct TensorReader<'a> {
     pub device: &'a Device,
 }
 
+/// Refuses a layer count the checkpoint cannot hold (`per_layer` tensors a layer plus
+/// `fixed` others) before the per-layer tensor list is built: a corrupt `n_layer` of 10⁹
+/// would otherwise allocate gigabytes of names.
+pub(crate) fn check_layer_count(
+    weights: &SafetensorsWeights,
+    key: &str,
+    layers: usize,
+    per_layer: usize,
+    fixed: usize,
+) -> Result<(), HfError> {
+    crate::limits::check_layer_count(key, layers, per_layer, fixed, weights.tensors().count())
+        .map_err(|message| HfError::Config {
+            path: weights.dir().join(super::CONFIG_FILE),
+            message,
+        })
+}
+
 impl TensorReader<'_> {
     /// A 1-D tensor.
     pub fn vector(&self, name: &str) -> Result<Tensor<1>, HfError> {

@@ -99,6 +99,21 @@ pub enum HfError {
         /// Rows of the token embedding.
         embedding_rows: usize,
     },
+    /// A stored weight is NaN or infinite.
+    #[error(
+        "{path}: tensor '{tensor}' holds a non-finite value ({value} at flat index {index}); \
+         the checkpoint is corrupt"
+    )]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Flat (row-major, stored layout) index of the first bad value.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// A GGUF file failed to load (see [`crate::load::LoadError`]).
     #[error(transparent)]
     Gguf(#[from] crate::load::LoadError),
@@ -115,22 +130,39 @@ fn tensor_report(
         "{}: the checkpoint's tensors do not match its config.json",
         dir.display()
     );
+    // At most LIST names per kind, then a count: the report stays short for any file.
+    const LIST: usize = 10;
+    use crate::limits::bounded_list;
     if !missing.is_empty() {
-        let _ = write!(s, "\n  missing: {}", missing.join(", "));
+        let _ = write!(s, "\n  missing: {}", bounded_list(missing, LIST));
     }
-    for (name, expected, actual) in mismatched {
+    for (name, expected, actual) in mismatched.iter().take(LIST) {
         let _ = write!(
             s,
             "\n  shape mismatch: {name} is {actual:?}, config implies {expected:?}"
         );
     }
-    if !unexpected.is_empty() {
-        let _ = write!(s, "\n  unexpected: {}", unexpected.join(", "));
+    if mismatched.len() > LIST {
+        let _ = write!(
+            s,
+            "\n  … and {} more shape mismatches",
+            mismatched.len() - LIST
+        );
     }
-    for (name, dtype) in unsupported_dtype {
+    if !unexpected.is_empty() {
+        let _ = write!(s, "\n  unexpected: {}", bounded_list(unexpected, LIST));
+    }
+    for (name, dtype) in unsupported_dtype.iter().take(LIST) {
         let _ = write!(
             s,
             "\n  unsupported dtype: {name} is {dtype} (gfnlm reads F32, F16 and BF16)"
+        );
+    }
+    if unsupported_dtype.len() > LIST {
+        let _ = write!(
+            s,
+            "\n  … and {} more tensors of unsupported dtypes",
+            unsupported_dtype.len() - LIST
         );
     }
     s.push_str("\n  (is config.json from the same checkpoint as the weights?)");

@@ -66,6 +66,7 @@ pub(crate) fn build_gpt2(
     } else {
         "transformer."
     };
+    super::build::check_layer_count(weights, "n_layer", c.n_layer, 12, 4)?;
     weights.check(&gpt2_expected_tensors(c, prefix), |name| {
         name.ends_with(".attn.bias")
             || name.ends_with(".attn.masked_bias")

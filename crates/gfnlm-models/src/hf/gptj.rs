@@ -55,6 +55,7 @@ pub(crate) fn build_gptj(
     weights: &SafetensorsWeights,
     device: &Device,
 ) -> Result<GptJForCausalLm, HfError> {
+    super::build::check_layer_count(weights, "n_layer", c.n_layer, 10, 5)?;
     weights.check(&gptj_expected_tensors(c), |name| {
         name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
     })?;
@@ -93,5 +94,6 @@ pub(crate) fn build_gptj(
     Ok(GptJForCausalLm {
         transformer: GptJModel { wte, h, ln_f },
         lm_head,
+        max_positions: c.n_positions,
     })
 }

@@ -112,6 +112,7 @@ pub(crate) fn build_llama(
     } else {
         "model."
     };
+    super::build::check_layer_count(weights, "num_hidden_layers", c.num_hidden_layers, 9, 2)?;
     weights.check(&llama_expected_tensors(c, prefix), |name| {
         name.ends_with(".rotary_emb.inv_freq")
             || (c.tie_word_embeddings && name == "lm_head.weight")
@@ -159,5 +160,6 @@ pub(crate) fn build_llama(
         },
         lm_head,
         rope: RotaryEmbedding::new(hd, c.rope_theta),
+        max_positions: c.max_position_embeddings,
     })
 }

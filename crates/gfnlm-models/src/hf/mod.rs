@@ -184,7 +184,12 @@ pub fn tokenizer_vocab_size(path: &Path) -> Result<usize, HfError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let added = ids.added_tokens.iter().map(|t| t.id + 1).max().unwrap_or(0);
+    let added = ids
+        .added_tokens
+        .iter()
+        .map(|t| t.id.saturating_add(1))
+        .max()
+        .unwrap_or(0);
     Ok(ids.model.vocab.0.max(added))
 }
 
@@ -225,7 +230,7 @@ impl<'de> serde::Deserialize<'de> for VocabSize {
             ) -> Result<VocabSize, A::Error> {
                 let mut size = 0usize;
                 while let Some((_, id)) = m.next_entry::<serde::de::IgnoredAny, usize>()? {
-                    size = size.max(id + 1);
+                    size = size.max(id.saturating_add(1));
                 }
                 Ok(VocabSize(size))
             }

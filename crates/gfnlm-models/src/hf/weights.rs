@@ -301,7 +301,27 @@ impl SafetensorsWeights {
         Ok((entry, shard, shard.data_start + entry.offsets.0, width))
     }
 
-    /// Decodes `name` to f32 (row-major, stored shape), releasing its mapped pages as it goes.
+    /// Refuses NaN/Inf in a decoded chunk that starts at flat index `offset` of `name`.
+    fn check_finite(
+        &self,
+        name: &str,
+        shard: &Shard,
+        chunk: &[f32],
+        offset: usize,
+    ) -> Result<(), HfError> {
+        match crate::limits::first_non_finite(chunk) {
+            None => Ok(()),
+            Some((i, value)) => Err(HfError::NonFinite {
+                path: shard.path.clone(),
+                tensor: name.to_string(),
+                index: offset + i,
+                value,
+            }),
+        }
+    }
+
+    /// Decodes `name` to f32 (row-major, stored shape), releasing its mapped pages as it goes;
+    /// a NaN or infinite value is an error naming the tensor.
     pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), HfError> {
         let (entry, shard, begin, width) = self.locate(name)?;
         let n: usize = entry.shape.iter().product();
@@ -311,12 +331,14 @@ impl SafetensorsWeights {
             let len = chunk.len() * width;
             decode(&shard.mmap[at..at + len], entry.dtype, chunk);
             release(&shard.mmap, at, len);
+            self.check_finite(name, shard, chunk, i * CHUNK_ELEMENTS)?;
         }
         Ok((out, entry.shape.clone()))
     }
 
     /// Decodes the 2-D tensor `name` (`[rows, cols]`) straight into its transpose
-    /// (`[cols, rows]`, row-major), releasing its mapped pages as it goes: one f32 copy.
+    /// (`[cols, rows]`, row-major), releasing its mapped pages as it goes: one f32 copy. A NaN
+    /// or infinite value is an error naming the tensor.
     pub fn read_f32_transposed(&self, name: &str) -> Result<(Vec<f32>, [usize; 2]), HfError> {
         let (entry, shard, begin, width) = self.locate(name)?;
         let [rows, cols] = entry.shape[..] else {
@@ -338,6 +360,7 @@ impl SafetensorsWeights {
             let buf = &mut buf[..nr * cols];
             decode(&shard.mmap[at..at + len], entry.dtype, buf);
             release(&shard.mmap, at, len);
+            self.check_finite(name, shard, buf, r0 * cols)?;
             for c in 0..cols {
                 let dst = &mut out[c * rows + r0..c * rows + r0 + nr];
                 for (r, d) in dst.iter_mut().enumerate() {

@@ -59,27 +59,41 @@ fn default_rope_theta() -> f64 {
 }
 
 impl LlamaConfig {
-    /// Per-head width.
+    /// Per-head width (0 when `num_attention_heads` is 0, which [`Self::validate`] refuses).
     pub fn head_dim(&self) -> usize {
-        self.head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim.unwrap_or_else(|| {
+            self.hidden_size
+                .checked_div(self.num_attention_heads)
+                .unwrap_or(0)
+        })
     }
 
-    /// Checks internal consistency; the message names the offending fields.
+    /// Checks internal consistency and bounds (see [`crate::limits`]) before any arithmetic
+    /// on the sizes; the message names the offending fields.
     pub fn validate(&self) -> Result<(), String> {
+        use crate::limits::*;
         let mut problems = Vec::new();
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_key_value_heads", self.num_key_value_heads),
-            ("max_position_embeddings", self.max_position_embeddings),
-        ] {
-            if v == 0 {
-                problems.push(format!("{name} must be > 0"));
-            }
+        check_sizes(
+            &[
+                ("vocab_size", self.vocab_size, MAX_VOCAB),
+                ("hidden_size", self.hidden_size, MAX_WIDTH),
+                ("intermediate_size", self.intermediate_size, MAX_WIDTH),
+                ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+                ("num_attention_heads", self.num_attention_heads, MAX_HEADS),
+                ("num_key_value_heads", self.num_key_value_heads, MAX_HEADS),
+                (
+                    "max_position_embeddings",
+                    self.max_position_embeddings,
+                    MAX_POSITIONS,
+                ),
+            ],
+            &mut problems,
+        );
+        if let Some(hd) = self.head_dim {
+            check_sizes(&[("head_dim", hd, MAX_WIDTH)], &mut problems);
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
         }
         if self.num_key_value_heads > 0
             && !self
@@ -106,8 +120,12 @@ impl LlamaConfig {
                 self.head_dim()
             ));
         }
-        if !(self.rms_norm_eps > 0.0 && self.rope_theta > 0.0) {
-            problems.push("rms_norm_eps and rope_theta must be positive".into());
+        if !(self.rms_norm_eps > 0.0
+            && self.rope_theta > 0.0
+            && self.rms_norm_eps.is_finite()
+            && self.rope_theta.is_finite())
+        {
+            problems.push("rms_norm_eps and rope_theta must be finite and positive".into());
         }
         if problems.is_empty() {
             Ok(())
@@ -166,6 +184,7 @@ impl LlamaConfig {
             },
             lm_head: (!self.tie_word_embeddings).then(|| linear(d, self.vocab_size)),
             rope: RotaryEmbedding::new(hd, self.rope_theta),
+            max_positions: self.max_position_embeddings,
         }
     }
 }
@@ -222,6 +241,8 @@ pub struct LlamaForCausalLm {
     pub lm_head: Option<Linear>,
     /// RoPE tables (not parameters).
     pub rope: RotaryEmbedding,
+    /// Context length (`max_position_embeddings`).
+    pub max_positions: usize,
 }
 
 impl LlamaForCausalLm {
@@ -233,6 +254,12 @@ impl LlamaForCausalLm {
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
         self.model.embed_tokens.weight.shape().dims::<2>()[0]
+    }
+
+    /// Context length (`max_position_embeddings`): RoPE runs past it, but the model was not
+    /// trained there and the CLI refuses longer sequences.
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
     }
 
     /// Stores the frozen weights — embedding (and tied head), the seven projections of every
