@@ -98,12 +98,11 @@ fn methods(n: usize, temp_end: f64) -> Vec<Method> {
     ]
 }
 
-/// A `key = value` number of the config's top level (`reward_temp_end`, …).
+/// A number at the config's top level (`reward_temp_end`, `steps`, …).
 fn config_number(text: &str, key: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once('=')?;
-        (k.trim() == key).then(|| v.trim().parse().ok()).flatten()
-    })
+    let v: toml::Value = toml::from_str(text).ok()?;
+    let x = v.get(key)?;
+    x.as_float().or_else(|| x.as_integer().map(|i| i as f64))
 }
 
 /// `reproduce next-sentence [--samples N] [--prompts K] [common flags]`.
@@ -415,4 +414,26 @@ fn ablation_md(reports: &[(String, Value)], ablation: &[(usize, Value)], total: 
 fn adapter_checksum(adapter: &Path) -> String {
     let p: PathBuf = adapter.join("adapter_model.safetensors");
     gfnlm_fetch::sha256_file(&p).unwrap_or_else(|e| format!("unavailable ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_numbers_are_read_from_the_committed_config() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/next-sentence.toml"
+        ))
+        .unwrap();
+        assert_eq!(config_number(&text, "steps"), Some(45.0));
+        assert_eq!(config_number(&text, "reward_temp_end"), Some(0.8));
+        assert_eq!(config_number(&text, "checkpoint_every"), Some(5.0));
+        assert_eq!(
+            config_number(&text, "name"),
+            None,
+            "[task] keys are not top level"
+        );
+    }
 }

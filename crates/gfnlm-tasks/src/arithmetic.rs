@@ -477,13 +477,13 @@ impl ArithmeticTask {
             .collect()
     }
 
-    fn eval_constraint(&self) -> Constraint {
+    /// The training constraint with no minimum length and `max_eval_len` actions (the
+    /// reference's evaluation).
+    fn eval_constraint(&self, example: &Example) -> Constraint {
         Constraint {
-            termination: self.eos,
-            allowed: Some(self.allowed.clone()),
-            vocab_alpha: self.settings.policy_alpha,
             min_len: 0,
             max_len: self.settings.max_eval_len,
+            ..self.constraint(example)
         }
     }
 }
@@ -545,7 +545,6 @@ impl Task for ArithmeticTask {
             temperature: self.settings.eval_temperature,
             epsilon: 0.0,
         };
-        let constraint = self.eval_constraint();
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
         let (mut correct, mut sample_correct, mut samples, mut tool_calls) = (0, 0, 0, 0usize);
         let mut lens = 0usize;
@@ -560,7 +559,7 @@ impl Task for ArithmeticTask {
                 ctx.model,
                 &prompt,
                 n,
-                &constraint,
+                &self.eval_constraint(ex),
                 behaviour,
                 self.tool(),
                 &mut rng,

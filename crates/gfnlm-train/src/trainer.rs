@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::buffer::{Entry, ReplayBuffer};
 use crate::config::TrainConfig;
 use crate::schedule::{LrSchedule, RewardTemperature};
-use crate::update::{Rollout, RolloutSource, Update};
+use crate::update::{Rollout, RolloutSource, Update, UpdateLoss};
 
 /// What went wrong in a run.
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +371,26 @@ impl Trainer {
         }
     }
 
+    /// The update's loss of one rollout and its value; `None` when it is not finite. A NaN/Inf
+    /// the objective refuses in its inputs (e.g. `log_pf` after a huge lr) counts as a
+    /// non-finite loss, not as an error.
+    fn finite_loss(
+        &mut self,
+        rollout: &Rollout<'_>,
+    ) -> Result<(Option<UpdateLoss>, f64), TrainError> {
+        let out = match self.update.loss(&self.model, rollout, &self.device) {
+            Err(TrainError::Objective(e @ ObjectiveError::NonFinite { .. })) => {
+                eprintln!("warning: {e}");
+                None
+            }
+            other => Some(other?),
+        };
+        let value = out
+            .as_ref()
+            .map_or(f64::NAN, |o| o.loss.clone().into_scalar::<f32>() as f64);
+        Ok((out.filter(|_| value.is_finite()), value))
+    }
+
     /// One optimizer step (`grad_accum` micro-batches: rollout → rewards → update). Non-finite
     /// losses are skipped with a warning; after `max_nonfinite_in_a_row` the run stops, saving
     /// the batch to `out_dir`.
@@ -415,18 +435,8 @@ impl Trainer {
                 pass: 0,
                 micro,
             };
-            // A NaN/Inf the objective refuses (e.g. log_pf after a huge lr) is a non-finite loss.
-            let out = match self.update.loss(&self.model, &rollout, &self.device) {
-                Err(TrainError::Objective(e @ ObjectiveError::NonFinite { .. })) => {
-                    eprintln!("warning: {e}");
-                    None
-                }
-                other => Some(other?),
-            };
-            let value = out
-                .as_ref()
-                .map_or(f64::NAN, |o| o.loss.clone().into_scalar::<f32>() as f64);
-            let Some(out) = out.filter(|_| value.is_finite()) else {
+            let (out, value) = self.finite_loss(&rollout)?;
+            let Some(out) = out else {
                 skipped += 1;
                 self.nonfinite_streak += 1;
                 eprintln!(
@@ -489,17 +499,8 @@ impl Trainer {
                     pass,
                     micro: *micro,
                 };
-                let out = match self.update.loss(&self.model, &rollout, &self.device) {
-                    Err(TrainError::Objective(e @ ObjectiveError::NonFinite { .. })) => {
-                        eprintln!("warning: {e}");
-                        None
-                    }
-                    other => Some(other?),
-                };
-                let value = out
-                    .as_ref()
-                    .map_or(f64::NAN, |o| o.loss.clone().into_scalar::<f32>() as f64);
-                let Some(out) = out.filter(|_| value.is_finite()) else {
+                let (out, value) = self.finite_loss(&rollout)?;
+                let Some(out) = out else {
                     skipped += 1;
                     eprintln!(
                         "warning: non-finite loss ({value}) at step {} pass {pass}, micro-batch skipped",
