@@ -14,6 +14,7 @@
 //! - `backend-env tch`: print the `export` lines to build and run with that backend.
 //! - `test-backends [wgpu] [tch]`: set up and run the cross-backend tests (flex vs the others).
 
+mod arithmetic;
 mod backend;
 mod next_sentence;
 mod plot;
@@ -24,7 +25,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-const USAGE: &str = "usage: cargo xtask <fetch-model [smollm2|minilm|all] | reproduce TASK|all [--steps N] [--out DIR] [--device D] [--precision P] \
+const USAGE: &str = "usage: cargo xtask <fetch-model [smollm2|minilm|all] | reproduce TASK|all [--steps N] [--no-ppo (rng)] [--queries N (arithmetic)] [--out DIR] [--device D] [--precision P] \
      | bench [ARGS...] | bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch] [cuda]>";
 
 fn main() -> Result<()> {
@@ -258,6 +259,9 @@ fn reproduce(task: &str, rest: &[String]) -> Result<()> {
     if task == "next-sentence" {
         return next_sentence::reproduce(rest);
     }
+    if task == "arithmetic" {
+        return arithmetic::reproduce(rest);
+    }
     let r = reproduce_args(task, rest)?;
     let config = format!("configs/{task}.toml");
     let (run, train_secs) = r.train(&config)?;
@@ -353,10 +357,52 @@ fn reproduce_args(task: &str, rest: &[String]) -> Result<ReproduceArgs> {
     })
 }
 
+/// The PPO baseline of the random-integer results (`reproduce rng` trains it unless `--no-ppo`).
+const RNG_PPO_CONFIG: &str = "configs/baselines/rng-ppo.toml";
+
 fn reproduce_rng(rest: &[String]) -> Result<()> {
-    let r = reproduce_args("rng", rest)?;
+    let with_ppo = !rest.iter().any(|a| a == "--no-ppo");
+    let rest: Vec<String> = rest.iter().filter(|a| *a != "--no-ppo").cloned().collect();
+    let r = reproduce_args("rng", &rest)?;
     let config = "configs/rng.toml";
     let (run, train_secs) = r.train(config)?;
+    // PPO on the same task and prompt, evaluated the same exact way.
+    let ppo = if with_ppo {
+        let ppo_run = r.out.join("run-ppo");
+        let ppo_run_s = ppo_run.to_string_lossy().to_string();
+        let mut args = vec![
+            "train",
+            "--config",
+            RNG_PPO_CONFIG,
+            "--out",
+            &ppo_run_s,
+            "--resume",
+        ];
+        if let Some(p) = &r.precision {
+            args.extend(["--precision", p]);
+        }
+        gfnlm_on(&r.device, &args)?;
+        let json = r.out.join("eval-ppo.json");
+        gfnlm(&[
+            "eval",
+            "--config",
+            config,
+            "--adapter",
+            &ppo_run.join("adapter").to_string_lossy(),
+            "--json",
+            &json.to_string_lossy(),
+        ])?;
+        let secs = std::fs::read_to_string(ppo_run.join("metrics.jsonl"))
+            .ok()
+            .and_then(|t| {
+                let last: Value = serde_json::from_str(t.lines().last()?).ok()?;
+                last["elapsed_s"].as_f64()
+            })
+            .unwrap_or(f64::NAN);
+        Some((read_json(&json)?, secs))
+    } else {
+        None
+    };
     let ReproduceArgs {
         out,
         steps,
@@ -440,6 +486,7 @@ fn reproduce_rng(rest: &[String]) -> Result<()> {
         &tuned,
         &curve,
         train_secs,
+        ppo.as_ref(),
         &flags(steps.as_deref(), &device, precision.as_deref()),
     )?;
     println!("wrote {}", out.join("results.md").display());
@@ -499,6 +546,7 @@ fn write_results(
     tuned: &Value,
     curve: &[(u64, f64, f64, f64)],
     train_secs: f64,
+    ppo: Option<&(Value, f64)>,
     flags: &str,
 ) -> Result<()> {
     let mut s = String::new();
@@ -536,6 +584,22 @@ fn write_results(
         &tuned["unconstrained"],
         None,
     ));
+    if let Some((p, secs)) = ppo {
+        s.push_str(&row(
+            "PPO-tuned, constrained sampler",
+            &p["constrained"],
+            Some(p),
+        ));
+        s.push_str(&row(
+            "PPO-tuned, unconstrained LM",
+            &p["unconstrained"],
+            None,
+        ));
+        s.push_str(&format!(
+            "\nPPO: `{RNG_PPO_CONFIG}` (the TRL recipe, reward log R of the task, per-token KL penalty to the base model; docs/training.md), {:.1} min of training.\n",
+            secs / 60.0
+        ));
+    }
     s.push_str("\nThe paper (GPT-J 6B, GPU, Hu et al. 2024, §2): base model 50.5 % valid; PPO 95.8 % valid and skewed; GFlowNet 100 % valid and near-uniform.\n\n");
     s.push_str("## KL to uniform over wall time (exact, per checkpoint)\n\n| step | wall time (s) | KL(q‖U) | valid mass |\n|---|---|---|---|\n");
     for (step, secs, kl, mass) in curve {

@@ -91,6 +91,32 @@ impl KvCache {
         Self { layers }
     }
 
+    /// The first `len` positions of every layer (a shorter prefix of the cached sequence).
+    ///
+    /// # Panics
+    /// If `len` exceeds the cached length.
+    pub fn truncate(&self, len: usize) -> Self {
+        assert!(
+            len <= self.len(),
+            "KvCache::truncate: {len} > {} cached positions",
+            self.len()
+        );
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref().map(|l| {
+                    let [b, h, _, d] = l.keys.dims();
+                    LayerCache {
+                        keys: l.keys.clone().slice([0..b, 0..h, 0..len, 0..d]),
+                        values: l.values.clone().slice([0..b, 0..h, 0..len, 0..d]),
+                    }
+                })
+            })
+            .collect();
+        Self { layers }
+    }
+
     /// Keeps only the rows in `rows` (e.g. the sequences that are still being decoded).
     pub fn select_rows(&self, rows: burn::tensor::Tensor<1, burn::tensor::Int>) -> Self {
         let layers = self

@@ -339,3 +339,149 @@ pub fn teacher_forced(
         steps,
     }
 }
+
+/// Scores of [`score_suffix_after_prefixes`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefixSuffixScores {
+    /// log p(seq\[k\] | context, seq\[..k\]) of every token of every sequence, with the
+    /// offsets added to the logits.
+    pub tokens: Vec<Vec<f32>>,
+    /// log p(suffix | context, seq\[..e\]) (no offsets) for every requested end e, in the
+    /// order of `ends[i]`.
+    pub suffix: Vec<Vec<f64>>,
+}
+
+/// The two parts of a reward log p(seq\[..e\] Y | context) at many prefix ends e of many
+/// sequences: every token's log-probability (under `token_offsets`, a vocabulary constraint),
+/// and log p(Y | context, seq\[..e\]) for each requested end.
+///
+/// One pass runs the context (batch 1) and all sequences (right-padded, the context's cache
+/// broadcast); then, for each distinct end e, the rows that ask for it continue from their own
+/// cache cut at `context + e` with Y\[..|Y|−1\] — so Y is run once per (sequence, end), never
+/// the prefix again. The first token of Y comes from the full pass's logits at position e.
+///
+/// # Panics
+/// If the context is empty or an end exceeds its sequence's length.
+pub fn score_suffix_after_prefixes(
+    model: &(impl LanguageModel + ?Sized),
+    context: &[u32],
+    sequences: &[Vec<u32>],
+    ends: &[Vec<usize>],
+    suffix: &[u32],
+    token_offsets: Option<&[f32]>,
+    device: &Device,
+) -> PrefixSuffixScores {
+    assert!(
+        !context.is_empty(),
+        "score_suffix_after_prefixes: the context must have at least one token"
+    );
+    assert_eq!(sequences.len(), ends.len(), "one list of ends per sequence");
+    for (s, e) in sequences.iter().zip(ends) {
+        assert!(e.iter().all(|&e| e <= s.len()), "an end past its sequence");
+    }
+    let n = sequences.len();
+    let steps = sequences.iter().map(Vec::len).max().unwrap_or(0);
+    let mut cache = model.new_cache();
+    let first = model.forward_last(tokens_tensor(&[context.to_vec()], device), Some(&mut cache));
+    let vocab = first.dims()[1];
+    let offsets = token_offsets.map(|o| {
+        assert_eq!(o.len(), vocab, "one offset per vocabulary entry");
+        Tensor::<1>::from_data(TensorData::new(o.to_vec(), [vocab]), device).reshape([1, 1, vocab])
+    });
+    let first = first.reshape([1, 1, vocab]).expand([n.max(1), 1, vocab]);
+    let context_cache = cache.clone();
+    let (logits, full_cache) = if steps > 0 && n > 0 {
+        let padded: Vec<Vec<u32>> = sequences
+            .iter()
+            .map(|s| {
+                let mut r = s.clone();
+                r.resize(steps, 0);
+                r
+            })
+            .collect();
+        let mut cache = cache.expand_batch(n);
+        let rest = model.forward(tokens_tensor(&padded, device), Some(&mut cache));
+        (Tensor::cat(vec![first, rest], 1), Some(cache))
+    } else {
+        (first, None)
+    };
+    // logits[:, k] predicts the token after seq[..k], k = 0..=steps.
+    let width = logits.dims()[1];
+    let rows = logits.dims()[0];
+    let tokens: Vec<Vec<f32>> = if steps > 0 {
+        let shifted = match &offsets {
+            Some(o) => logits.clone().slice([0..rows, 0..steps, 0..vocab]) + o.clone(),
+            None => logits.clone().slice([0..rows, 0..steps, 0..vocab]),
+        };
+        let idx: Vec<i64> = sequences
+            .iter()
+            .flat_map(|s| (0..steps).map(move |k| s.get(k).copied().unwrap_or(0) as i64))
+            .collect();
+        let idx = Tensor::<3, Int>::from_data(TensorData::new(idx, [n, steps, 1]), device);
+        let got = rows_to_host(log_softmax(shifted, 2).gather(2, idx).reshape([n, steps]));
+        got.into_iter()
+            .zip(sequences)
+            .map(|(row, s)| row[..s.len()].to_vec())
+            .collect()
+    } else {
+        vec![Vec::new(); n]
+    };
+    let Some(&y0) = suffix.first() else {
+        return PrefixSuffixScores {
+            tokens,
+            suffix: ends.iter().map(|e| vec![0.0; e.len()]).collect(),
+        };
+    };
+    let y0 = y0 as usize;
+    let first_y = rows_to_host(
+        log_softmax(logits, 2)
+            .slice([0..rows, 0..width, y0..y0 + 1])
+            .reshape([rows, width]),
+    );
+    let mut suffix_lp: Vec<Vec<f64>> = ends
+        .iter()
+        .enumerate()
+        .map(|(i, e)| e.iter().map(|&e| first_y[i][e] as f64).collect())
+        .collect();
+    if suffix.len() > 1 {
+        let mut distinct: Vec<usize> = ends.iter().flatten().copied().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let input = suffix[..suffix.len() - 1].to_vec();
+        let k = input.len();
+        let targets: Vec<i64> = suffix[1..].iter().map(|&t| t as i64).collect();
+        for e in distinct {
+            let who: Vec<usize> = (0..n).filter(|&i| ends[i].contains(&e)).collect();
+            let mut cache = match (&full_cache, e) {
+                (Some(full), e) if e > 0 => {
+                    let sel: Vec<i64> = who.iter().map(|&i| i as i64).collect();
+                    let sel =
+                        Tensor::<1, Int>::from_data(TensorData::new(sel, [who.len()]), device);
+                    full.select_rows(sel).truncate(context.len() + e)
+                }
+                _ => context_cache.expand_batch(who.len()),
+            };
+            let out = model.forward(
+                tokens_tensor(&vec![input.clone(); who.len()], device),
+                Some(&mut cache),
+            );
+            let idx: Vec<i64> = (0..who.len())
+                .flat_map(|_| targets.iter().copied())
+                .collect();
+            let idx = Tensor::<3, Int>::from_data(TensorData::new(idx, [who.len(), k, 1]), device);
+            let lp = rows_to_host(log_softmax(out, 2).gather(2, idx).reshape([who.len(), k]));
+            for (row, &i) in lp.iter().zip(&who) {
+                let rest: f64 = row.iter().map(|&x| x as f64).sum();
+                for (slot, &end) in suffix_lp[i].iter_mut().zip(&ends[i]) {
+                    if end == e {
+                        *slot += rest;
+                    }
+                }
+            }
+        }
+    }
+    PrefixSuffixScores {
+        tokens,
+        suffix: suffix_lp,
+    }
+}

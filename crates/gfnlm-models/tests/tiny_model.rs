@@ -153,3 +153,58 @@ fn sampling_is_seeded_and_logprobs_are_the_models() {
         }
     }
 }
+
+/// `score_suffix_after_prefixes` equals the plain definition: each token's (offset)
+/// log-softmax at its position, and log p(Y | context, seq[..e]) from scoring seq[..e] + Y
+/// as a separate continuation — for sequences of unequal lengths, ends 0..=len, repeated and
+/// missing ends, and a one-token suffix.
+#[test]
+fn suffix_after_prefixes_matches_separate_continuations() {
+    use gfnlm_models::generate::score_suffix_after_prefixes;
+    let (m, dev) = tiny();
+    let context: Vec<u32> = vec![5, 6, 7];
+    let seqs: Vec<Vec<u32>> = vec![vec![20, 21, 22, 23, 24], vec![30, 31], vec![40, 41, 42]];
+    let ends: Vec<Vec<usize>> = vec![vec![0, 2, 3, 5], vec![1, 2], vec![]];
+    let mut offsets = vec![0.0f32; 97];
+    for o in offsets.iter_mut().skip(30) {
+        *o = -3.0;
+    }
+    for suffix in [vec![50u32, 51, 52], vec![60]] {
+        let got =
+            score_suffix_after_prefixes(&m, &context, &seqs, &ends, &suffix, Some(&offsets), &dev);
+        for (i, s) in seqs.iter().enumerate() {
+            // Tokens: log-softmax of (logits + offsets) at each position, by hand.
+            let all: Vec<u32> = context.iter().chain(s).copied().collect();
+            let logits = m.forward(tokens_tensor(std::slice::from_ref(&all), &dev), None);
+            let (l, [_, _, v]) = host3(logits);
+            for (k, &tok) in s.iter().enumerate() {
+                let row = &l[(context.len() - 1 + k) * v..(context.len() + k) * v];
+                let shifted: Vec<f32> = row.iter().zip(&offsets).map(|(a, b)| a + b).collect();
+                let max = shifted.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let lse = max + shifted.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+                let want = shifted[tok as usize] - lse;
+                assert!(
+                    (got.tokens[i][k] - want).abs() < 1e-4,
+                    "seq {i} token {k}: {} vs {want}",
+                    got.tokens[i][k]
+                );
+            }
+            assert_eq!(got.tokens[i].len(), s.len());
+            assert_eq!(got.suffix[i].len(), ends[i].len());
+            for (j, &e) in ends[i].iter().enumerate() {
+                let mut prefix: Vec<u32> = context.clone();
+                prefix.extend(&s[..e]);
+                let want: f64 =
+                    score_continuations(&m, &prefix, std::slice::from_ref(&suffix), &dev)[0]
+                        .iter()
+                        .map(|&x| x as f64)
+                        .sum();
+                assert!(
+                    (got.suffix[i][j] - want).abs() < 1e-4,
+                    "seq {i} end {e}: {} vs {want}",
+                    got.suffix[i][j]
+                );
+            }
+        }
+    }
+}

@@ -19,7 +19,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use gfnlm_models::LanguageModel;
 use gfnlm_models::decode::{Behaviour, sample_trajectories};
-use gfnlm_models::generate::{score_continuations, teacher_forced};
+use gfnlm_models::generate::score_suffix_after_prefixes;
 use gfnlm_tokenizer::Tokenizer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -33,8 +33,6 @@ use crate::{
 
 /// Characters a rationale token may consist of (the reference's `'▁Ġ,.1234567890=+-'`).
 pub const RATIONALE_CHARS: &str = " ,.0123456789=+-";
-/// Continuations scored per forward pass in the reward (bounds the `[n, len, vocab]` logits).
-const SCORE_CHUNK: usize = 24;
 
 /// The `[task]` keys of arithmetic (all optional; paths relative to the data folder).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,9 +58,11 @@ pub struct ArithmeticSettings {
     pub num_test: usize,
     /// Fewest rationale tokens (tool tokens included) before ⊤ is allowed / rewarded.
     pub min_len: usize,
-    /// Most actions while training.
+    /// Most actions while training. The reference's 18 counts GPT-J tokens (" 6" is one);
+    /// SmolLM2 splits digits, so a 4-operand rationale is 20–22 actions here: 26.
     pub max_len: usize,
-    /// Most actions at evaluation.
+    /// Most actions at evaluation (the reference's 22 for GPT-J; a 5-operand rationale is
+    /// 26–29 SmolLM2 tokens: 34).
     pub max_eval_len: usize,
     /// Logit offset of disallowed tokens in the policy.
     pub policy_alpha: f32,
@@ -95,8 +95,8 @@ impl Default for ArithmeticSettings {
             homework_weight: 0.2,
             num_test: 100,
             min_len: 5,
-            max_len: 18,
-            max_eval_len: 22,
+            max_len: 26,
+            max_eval_len: 34,
             policy_alpha: -99.0,
             reward_alpha: -50.0,
             short_log_reward: -99.0,
@@ -401,54 +401,42 @@ impl ArithmeticTask {
         }
         let context = self.reward_context(example);
         let y = example.target.clone().unwrap_or_default();
-        // Rationale tokens (tool tokens included) under the constrained base model.
+        // Rationale tokens (tool tokens included) under the constrained base model, and Y
+        // after every state long enough to be rewarded, in one pass plus one short pass of Y
+        // per distinct state length.
         let seqs: Vec<Vec<u32>> = trajectories.iter().map(|t| t.tokens.clone()).collect();
         let offsets = self.reward_offsets(base.vocab_size());
-        let with_tokens = seqs.iter().any(|s| !s.is_empty());
-        let tok: Vec<f32> = if with_tokens {
-            let tf = teacher_forced(base, &context, &seqs, self.eos, Some(&offsets), device);
-            tf.token
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec()
-                .expect("f32")
-        } else {
-            Vec::new()
-        };
-        let t_max = seqs.iter().map(Vec::len).max().unwrap_or(0);
-        // Y after every state long enough to be rewarded.
-        let mut jobs: Vec<(usize, usize, Vec<u32>)> = Vec::new();
-        let ends: Vec<Vec<usize>> = trajectories.iter().map(Trajectory::state_ends).collect();
-        for (i, e) in ends.iter().enumerate() {
-            for &end in e {
-                if end >= self.settings.min_len {
-                    let mut c = seqs[i][..end].to_vec();
-                    c.extend(&y);
-                    jobs.push((i, end, c));
-                }
-            }
-        }
-        let mut y_lp: HashMap<(usize, usize), f64> = HashMap::new();
-        for chunk in jobs.chunks(SCORE_CHUNK) {
-            let conts: Vec<Vec<u32>> = chunk.iter().map(|j| j.2.clone()).collect();
-            let scores = score_continuations(base, &context, &conts, device);
-            for ((i, end, _), s) in chunk.iter().zip(scores) {
-                y_lp.insert((*i, *end), s[*end..].iter().map(|&x| x as f64).sum());
-            }
-        }
-        ends.iter()
+        let all_ends: Vec<Vec<usize>> = trajectories.iter().map(Trajectory::state_ends).collect();
+        let scored: Vec<Vec<usize>> = all_ends
+            .iter()
+            .map(|e| {
+                e.iter()
+                    .copied()
+                    .filter(|&end| end >= self.settings.min_len)
+                    .collect()
+            })
+            .collect();
+        let scores =
+            score_suffix_after_prefixes(base, &context, &seqs, &scored, &y, Some(&offsets), device);
+        all_ends
+            .iter()
             .enumerate()
             .map(|(i, e)| {
                 let prefix: Vec<f64> = std::iter::once(0.0)
-                    .chain((0..seqs[i].len()).scan(0.0, |acc, j| {
-                        *acc += tok[i * t_max + j] as f64;
+                    .chain(scores.tokens[i].iter().scan(0.0, |acc, &x| {
+                        *acc += x as f64;
                         Some(*acc)
                     }))
                     .collect();
+                let mut ys = scored[i].iter().zip(&scores.suffix[i]);
+                let mut next = ys.next();
                 e.iter()
-                    .map(|&end| match y_lp.get(&(i, end)) {
-                        Some(ly) => prefix[end] + ly,
-                        None => self.settings.short_log_reward,
+                    .map(|&end| match next {
+                        Some((&at, &ly)) if at == end => {
+                            next = ys.next();
+                            prefix[end] + ly
+                        }
+                        _ => self.settings.short_log_reward,
                     })
                     .collect()
             })

@@ -140,6 +140,10 @@ pub struct TrainConfig {
     pub buffer_size: usize,
     /// Near-duplicate tolerance of the buffer.
     pub sim_tolerance: f64,
+    /// Seed the replay buffer with the task's demonstrations (e.g. arithmetic's worked
+    /// rationales), scored by the task's reward, before the first step (the reference's
+    /// `load_replay_buffer`).
+    pub seed_buffer: bool,
     /// Reward temperature at step 0.
     pub reward_temp_start: f64,
     /// Reward temperature after `reward_temp_horizon` steps.
@@ -199,6 +203,7 @@ impl Default for TrainConfig {
             epsilon: 0.05,
             buffer_size: 50,
             sim_tolerance: 0.0,
+            seed_buffer: false,
             reward_temp_start: 1.0,
             reward_temp_end: 1.0,
             reward_temp_horizon: 0,
@@ -371,16 +376,19 @@ mod tests {
 
     #[test]
     fn shipped_configs_parse_and_validate() {
+        // The tasks' configs and the baselines' (configs/baselines/).
         let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"));
         let mut n = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let p = entry.unwrap().path();
-            if p.extension().is_some_and(|e| e == "toml") {
-                TrainConfig::from_file(&p).unwrap();
-                n += 1;
+        for dir in [dir.to_path_buf(), dir.join("baselines")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let p = entry.unwrap().path();
+                if p.extension().is_some_and(|e| e == "toml") {
+                    TrainConfig::from_file(&p).unwrap();
+                    n += 1;
+                }
             }
         }
-        assert!(n >= 1, "no configs found in {}", dir.display());
+        assert!(n >= 6, "{n} configs found in {}", dir.display());
     }
 
     #[test]

@@ -399,6 +399,8 @@ pub struct Ppo {
     grad_b: f64,
     has_grad: bool,
     stats: PpoStats,
+    /// Sums and counts of the diagnostics over the current step ([`Update::step_metrics`]).
+    step_sums: BTreeMap<&'static str, (f64, usize)>,
 }
 
 fn host(t: Tensor<2>) -> Vec<f32> {
@@ -425,7 +427,14 @@ impl Ppo {
             grad_b: 0.0,
             has_grad: false,
             stats: PpoStats::default(),
+            step_sums: BTreeMap::new(),
         }
+    }
+
+    fn record(&mut self, key: &'static str, value: f64) {
+        let e = self.step_sums.entry(key).or_insert((0.0, 0));
+        e.0 += value;
+        e.1 += 1;
     }
 
     /// Diagnostics of the last micro-batch.
@@ -503,6 +512,8 @@ impl Ppo {
         whiten(&mut adv, &plan.mask);
         self.stats.kl = kl / plan.decisions().max(1) as f64;
         self.stats.mean_reward = reward / plan.batch.max(1) as f64;
+        self.record("ppo_kl", self.stats.kl);
+        self.record("ppo_reward", self.stats.mean_reward);
         Cached {
             lq_old,
             v_old,
@@ -615,6 +626,9 @@ impl Update for Ppo {
         self.stats.clip_frac = clipped as f64 / n;
         self.stats.pg_loss = pg.clone().into_scalar::<f32>() as f64;
         self.stats.vf_loss = vf.clone().into_scalar::<f32>() as f64;
+        self.record("ppo_clip_frac", self.stats.clip_frac);
+        self.record("ppo_pg_loss", self.stats.pg_loss);
+        self.record("ppo_vf_loss", self.stats.vf_loss);
         let loss = pg + vf.mul_scalar(self.settings.value_coef);
         Ok(UpdateLoss {
             loss,
@@ -639,6 +653,13 @@ impl Update for Ppo {
             self.grad_b += g.into_scalar::<f32>() as f64;
             self.has_grad = true;
         }
+    }
+
+    fn step_metrics(&mut self) -> BTreeMap<String, f64> {
+        std::mem::take(&mut self.step_sums)
+            .into_iter()
+            .map(|(k, (sum, n))| (k.to_string(), sum / n.max(1) as f64))
+            .collect()
     }
 
     fn after_step(&mut self) {

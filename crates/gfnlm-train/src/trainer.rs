@@ -88,6 +88,15 @@ pub struct StepStats {
     pub skipped: usize,
     /// Wall-clock seconds of the step.
     pub seconds: f64,
+    /// Of which: sampling trajectories from the policy.
+    #[serde(default)]
+    pub sample_s: f64,
+    /// Of which: the task's rewards (and step metrics) of the sampled trajectories.
+    #[serde(default)]
+    pub reward_s: f64,
+    /// Of which: the update rule's losses and their backward passes (all passes).
+    #[serde(default)]
+    pub update_s: f64,
     /// log Z after the step (objective `tb` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_z: Option<f64>,
@@ -95,6 +104,10 @@ pub struct StepStats {
     /// sampled micro-batches (e.g. next-sentence's unpenalised log-likelihood).
     #[serde(flatten)]
     pub task_metrics: BTreeMap<String, f64>,
+    /// The update rule's own diagnostics ([`Update::step_metrics`], e.g. PPO's `ppo_kl`,
+    /// `ppo_clip_frac`, `ppo_pg_loss`, `ppo_vf_loss`, `ppo_reward`).
+    #[serde(flatten)]
+    pub update_metrics: BTreeMap<String, f64>,
 }
 
 /// Serialisable state beside the adapters and optimizer in a checkpoint.
@@ -169,6 +182,9 @@ struct Sampled {
     behaviour: &'static str,
     /// The task's metrics of a fresh sample (empty for replay).
     task_metrics: BTreeMap<String, f64>,
+    /// Seconds spent sampling and scoring (0 for replay and demonstrations).
+    sample_s: f64,
+    reward_s: f64,
 }
 
 impl Trainer {
@@ -202,7 +218,7 @@ impl Trainer {
         let optim = AdamWConfig::new()
             .with_weight_decay(cfg.weight_decay as f32)
             .init();
-        Ok(Self {
+        let mut trainer = Self {
             buffer: ReplayBuffer::new(cfg.buffer_size, cfg.sim_tolerance),
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
@@ -213,7 +229,50 @@ impl Trainer {
             optim,
             device,
             nonfinite_streak: 0,
-        })
+        };
+        if trainer.cfg.seed_buffer && trainer.update.source() == RolloutSource::Sample {
+            trainer.seed_buffer();
+        }
+        Ok(trainer)
+    }
+
+    /// Offers every training example's demonstrations to the replay buffer, scored by the
+    /// task's reward (untempered, like every buffer entry). A resumed run replaces the buffer
+    /// by the checkpoint's.
+    fn seed_buffer(&mut self) {
+        let valid_device = self.device.clone().without_autodiff();
+        let base = self.base_model();
+        let ctx = RewardContext {
+            base: &base,
+            device: &valid_device,
+        };
+        let examples: Vec<Example> = self.task.examples(Split::Train).to_vec();
+        for example in examples.iter().filter(|e| e.demonstration.is_some()) {
+            let constraint = self.task.constraint(example);
+            let trajectories: Vec<Trajectory> = example
+                .demonstration
+                .iter()
+                .map(|d| {
+                    let mut t = Trajectory::replay(d, self.task.tool());
+                    t.forced = t.num_actions() >= constraint.max_len;
+                    t
+                })
+                .filter(|t| t.num_actions() <= constraint.max_len)
+                .collect();
+            if trajectories.is_empty() {
+                continue;
+            }
+            let log_rewards = self.task.log_rewards(example, &trajectories, &ctx);
+            for (t, r) in trajectories.into_iter().zip(log_rewards) {
+                self.buffer.add(
+                    &example.prompt,
+                    Entry {
+                        trajectory: t,
+                        log_rewards: r,
+                    },
+                );
+            }
+        }
     }
 
     /// The learning-rate schedule of this run.
@@ -297,6 +356,8 @@ impl Trainer {
                 log_rewards,
                 behaviour: "demonstration",
                 task_metrics: BTreeMap::new(),
+                sample_s: 0.0,
+                reward_s: 0.0,
             };
         }
         let prompt = &example.prompt;
@@ -314,6 +375,8 @@ impl Trainer {
                 log_rewards,
                 behaviour: "replay",
                 task_metrics: BTreeMap::new(),
+                sample_s: 0.0,
+                reward_s: 0.0,
             };
         }
         let (temperature, kind) = if u < self.cfg.replay_prob + self.cfg.tempered_prob {
@@ -334,6 +397,7 @@ impl Trainer {
             temperature,
             epsilon: self.cfg.epsilon,
         };
+        let t_sample = Instant::now();
         let trajectories = sample_trajectories(
             &policy,
             prompt,
@@ -345,6 +409,8 @@ impl Trainer {
             &valid_device,
         );
         drop(policy);
+        let sample_s = t_sample.elapsed().as_secs_f64();
+        let t_reward = Instant::now();
         let base = self.base_model();
         let ctx = RewardContext {
             base: &base,
@@ -354,6 +420,7 @@ impl Trainer {
         let task_metrics = self
             .task
             .step_metrics(example, &trajectories, &log_rewards, &ctx);
+        let reward_s = t_reward.elapsed().as_secs_f64();
         for (t, r) in trajectories.iter().zip(&log_rewards) {
             self.buffer.add(
                 prompt,
@@ -368,6 +435,8 @@ impl Trainer {
             log_rewards,
             behaviour: kind,
             task_metrics,
+            sample_s,
+            reward_s,
         }
     }
 
@@ -402,6 +471,7 @@ impl Trainer {
         let (mut losses, mut term_r, mut lens) = (Vec::new(), Vec::new(), Vec::new());
         let (mut behaviour, mut skipped, mut var) = (Vec::new(), 0, 0.0);
         let mut valid = 0usize;
+        let (mut sample_s, mut reward_s, mut update_s) = (0.0, 0.0, 0.0);
         let mut task_sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         // Rules with several passes (PPO epochs) see this step's finite micro-batches again.
         let passes = self.update.passes();
@@ -411,6 +481,8 @@ impl Trainer {
             let constraint = self.task.constraint(&example);
             let s = self.rollout(&example, &constraint);
             behaviour.push(s.behaviour.to_string());
+            sample_s += s.sample_s;
+            reward_s += s.reward_s;
             for (k, v) in &s.task_metrics {
                 let e = task_sums.entry(k.clone()).or_insert((0.0, 0));
                 e.0 += v;
@@ -435,6 +507,7 @@ impl Trainer {
                 pass: 0,
                 micro,
             };
+            let t_update = Instant::now();
             let (out, value) = self.finite_loss(&rollout)?;
             let Some(out) = out else {
                 skipped += 1;
@@ -466,6 +539,7 @@ impl Trainer {
             let grads = out.loss.div_scalar(self.cfg.grad_accum as f64).backward();
             self.update.after_backward(&grads);
             accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+            update_s += t_update.elapsed().as_secs_f64();
             losses.push(value);
             for (r, &ok) in s.log_rewards.iter().zip(&flags) {
                 valid += ok as usize;
@@ -499,6 +573,7 @@ impl Trainer {
                     pass,
                     micro: *micro,
                 };
+                let t_update = Instant::now();
                 let (out, value) = self.finite_loss(&rollout)?;
                 let Some(out) = out else {
                     skipped += 1;
@@ -511,6 +586,7 @@ impl Trainer {
                 let grads = out.loss.div_scalar(self.cfg.grad_accum as f64).backward();
                 self.update.after_backward(&grads);
                 accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+                update_s += t_update.elapsed().as_secs_f64();
                 losses.push(value);
                 finite = true;
             }
@@ -538,11 +614,15 @@ impl Trainer {
             behaviour,
             skipped,
             seconds: t0.elapsed().as_secs_f64(),
+            sample_s,
+            reward_s,
+            update_s,
             log_z: self.update.log_z(),
             task_metrics: task_sums
                 .into_iter()
                 .map(|(k, (sum, n))| (k, sum / n as f64))
                 .collect(),
+            update_metrics: self.update.step_metrics(),
         })
     }
 

@@ -89,6 +89,11 @@ pub trait Update: Send {
     fn log_z(&self) -> Option<f64> {
         None
     }
+    /// The rule's own diagnostics of the step just taken (averaged over its micro-batches and
+    /// passes), written to `metrics.jsonl` beside the step's figures; drained by the call.
+    fn step_metrics(&mut self) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
     /// The rule's state for checkpoints.
     fn state(&self) -> serde_json::Value {
         serde_json::Value::Null

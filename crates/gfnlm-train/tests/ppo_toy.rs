@@ -155,6 +155,19 @@ fn run(cfg: &TrainConfig, tag: &str) -> Vec<StepStats> {
         let s = t.train_step(&out).unwrap();
         assert!(s.loss.is_finite(), "{tag} step {}: loss {}", s.step, s.loss);
         assert_eq!(s.skipped, 0);
+        // PPO's diagnostics reach metrics.jsonl with every step.
+        for key in [
+            "ppo_kl",
+            "ppo_reward",
+            "ppo_clip_frac",
+            "ppo_pg_loss",
+            "ppo_vf_loss",
+        ] {
+            let v = s.update_metrics.get(key).copied();
+            assert!(v.is_some_and(f64::is_finite), "{tag}: {key} = {v:?}");
+        }
+        let clip = s.update_metrics["ppo_clip_frac"];
+        assert!((0.0..=1.0).contains(&clip), "{clip}");
         stats.push(s);
     }
     let _ = std::fs::remove_dir_all(&out);

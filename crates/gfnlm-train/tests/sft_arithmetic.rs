@@ -100,3 +100,72 @@ fn sft_learns_the_demonstrations_with_tool_tokens_masked() {
     let tail = losses[cfg.steps - 5..].iter().sum::<f64>() / 5.0;
     assert!(tail < losses[0] - 0.45, "{losses:?}");
 }
+
+/// `seed_buffer = true` puts each labelled query's worked rationale, replayed through the
+/// calculator and scored by the task's reward, in that query's replay bucket; homework queries
+/// (no rationale) get none, and without the key the buffer starts empty.
+#[test]
+fn seed_buffer_holds_the_scored_demonstrations() {
+    let tok = Tokenizer::from_file(gfnlm_test_support::tokenizer_json()).unwrap();
+    let mut section = TaskSection::named("arithmetic");
+    for (k, v) in [
+        ("num_train", serde_json::json!(2)),
+        ("num_homework", serde_json::json!(3)),
+        ("num_points", serde_json::json!(1)),
+        // SmolLM2's tokenizer splits digits: the first rationale is 20 actions.
+        ("max_len", serde_json::json!(26)),
+    ] {
+        section.settings.insert(k.into(), v);
+    }
+    let data = gfnlm_test_support::datasets_dir();
+    let inputs = TaskInputs {
+        tokenizer: &tok,
+        data_dir: &data,
+    };
+    let device = Device::default().autodiff();
+    let build = |section: &TaskSection, seed_buffer: bool| {
+        let mut cfg = TrainConfig {
+            seed_buffer,
+            task: section.clone(),
+            ..TrainConfig::default()
+        };
+        cfg.lora.r = 4;
+        let (m, _) = load_llama_dir(
+            &gfnlm_test_support::parity_dir().join("tiny-llama"),
+            &device,
+        )
+        .unwrap();
+        let task = gfnlm_tasks::from_config(&cfg.task, &inputs).unwrap();
+        let update = gfnlm_train::update_from_config(&cfg);
+        Trainer::new(cfg, CausalLm::Llama(m), task, update, device.clone()).unwrap()
+    };
+    assert!(build(&section, false).buffer.is_empty());
+    let trainer = build(&section, true);
+    let train = trainer.task.examples(Split::Train).to_vec();
+    assert_eq!(train.len(), 5);
+    let labelled: Vec<_> = train.iter().filter(|e| e.demonstration.is_some()).collect();
+    assert_eq!(labelled.len(), 2);
+    assert_eq!(trainer.buffer.len(), 2);
+    for ex in &labelled {
+        let entries = trainer.buffer.entries(&ex.prompt);
+        assert_eq!(entries.len(), 1);
+        let demo = Trajectory::replay(ex.demonstration.as_ref().unwrap(), trainer.task.tool());
+        assert_eq!(entries[0].trajectory.tokens, demo.tokens);
+        assert!(entries[0].trajectory.tool_calls() > 0);
+        assert_eq!(entries[0].log_rewards.len(), demo.num_actions() + 1);
+        // The reward of the finished rationale is a real (finite, negative) log-likelihood.
+        let last = entries[0].terminal_log_reward();
+        assert!(last.is_finite() && last < 0.0 && last > -1e3, "{last}");
+    }
+    for ex in train.iter().filter(|e| e.demonstration.is_none()) {
+        assert!(trainer.buffer.entries(&ex.prompt).is_empty());
+    }
+    // A demonstration longer than the task's max_len cannot be a trajectory of the policy:
+    // it is left out (the first one has 20 actions).
+    section
+        .settings
+        .insert("max_len".into(), serde_json::json!(18));
+    let short = build(&section, true);
+    let first = &short.task.examples(Split::Train)[0];
+    assert!(short.buffer.entries(&first.prompt).is_empty());
+}
