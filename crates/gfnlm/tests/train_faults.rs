@@ -122,8 +122,9 @@ fn metrics(out: &Path) -> Vec<serde_json::Value> {
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).expect("whole records only");
             let m = v.as_object_mut().unwrap();
-            m.remove("seconds");
-            m.remove("elapsed_s");
+            for timing in ["seconds", "elapsed_s", "sample_s", "reward_s", "update_s"] {
+                m.remove(timing);
+            }
             v
         })
         .collect()
