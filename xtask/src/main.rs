@@ -13,9 +13,12 @@
 //! - `setup-backend wgpu|tch`: install what a backend needs (Vulkan driver / LibTorch in a venv).
 //! - `backend-env tch`: print the `export` lines to build and run with that backend.
 //! - `test-backends [wgpu] [tch]`: set up and run the cross-backend tests (flex vs the others).
+//! - `fuzz [--seconds N] [--seed S] [--target T]`: fuzz the file readers (`gfnlm-fuzz`), saving
+//!   failing inputs under `crates/gfnlm-fuzz/crashes/`.
 
 mod arithmetic;
 mod backend;
+mod fuzz;
 mod next_sentence;
 mod plot;
 
@@ -26,7 +29,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 const USAGE: &str = "usage: cargo xtask <fetch-model [smollm2|minilm|all] | reproduce TASK|all [--steps N] [--no-ppo (rng)] [--queries N (arithmetic)] [--out DIR] [--device D] [--precision P] \
-     | bench [ARGS...] | bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch] [cuda]>";
+     | bench [ARGS...] | bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch] [cuda] | fuzz [--seconds N] [--seed S] [--target T]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -79,6 +82,7 @@ fn main() -> Result<()> {
             None => bail!("backend-env: name a backend (tch, wgpu)\n{USAGE}"),
         },
         Some("test-backends") => backend::test(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some(other) => bail!("unknown task '{other}'\n{USAGE}"),
         None => bail!("{USAGE}"),
     }

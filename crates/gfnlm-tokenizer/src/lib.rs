@@ -204,6 +204,12 @@ impl Tokenizer {
             path: path.to_path_buf(),
             source,
         })?;
+        // `tokenizers` panics (`expect("Helper")` in its decoder deserialiser) on a syntax
+        // error inside `"decoder"`: a file that is not JSON is refused here first.
+        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| TokenizerError::Load {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
         let inner: tokenizers::Tokenizer = text.parse().map_err(|source| TokenizerError::Load {
             path: path.to_path_buf(),
             source,

@@ -133,3 +133,15 @@ fn rejects_bad_parts() {
     p.token_types.clear();
     check(p, keys::TOKENS);
 }
+
+/// A syntax error inside `"decoder"` made `tokenizers` panic (`expect("Helper")`); found by
+/// `gfnlm-fuzz` (its input is `crates/gfnlm-fuzz/crashes/tokenizer-c6b543714928d83d/`).
+#[test]
+fn a_syntax_error_in_the_decoder_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    let text = r#"{"version":"1.0","decoder":{"type":"ByteLevel",,},"model":{"type":"BPE"}}"#;
+    std::fs::write(&path, text).unwrap();
+    let err = Tokenizer::from_file(&path).unwrap_err();
+    assert!(matches!(err, TokenizerError::Load { .. }), "{err}");
+}
