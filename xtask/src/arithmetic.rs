@@ -388,9 +388,8 @@ mod tests {
         let config = root.join(GFN_CONFIG);
         let config = config.to_str().unwrap();
         let path = derived_config(config, &dir, "no-tool.toml", "use_tool = false").unwrap();
-        let read = |p: &Path| -> toml::Table {
-            std::fs::read_to_string(p).unwrap().parse().unwrap()
-        };
+        let read =
+            |p: &Path| -> toml::Table { std::fs::read_to_string(p).unwrap().parse().unwrap() };
         let (orig, derived) = (read(Path::new(config)), read(&path));
         assert_eq!(orig["task"]["use_tool"].as_bool(), Some(true));
         assert_eq!(derived["task"]["use_tool"].as_bool(), Some(false));

@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 
 pub mod arithmetic;
 pub mod calculator;
+pub mod infilling;
 pub mod next_sentence;
 pub mod rng;
+pub mod text_metrics;
 
 pub use gfnlm_models::decode::{Behaviour, Constraint, Tool, Trajectory};
 pub use gfnlm_models::search::DecodeMethod;
@@ -265,6 +267,7 @@ pub struct Registration {
 /// Every task gfnlm knows.
 pub const REGISTRY: &[Registration] = &[
     arithmetic::REGISTRATION,
+    infilling::REGISTRATION,
     next_sentence::REGISTRATION,
     rng::REGISTRATION,
 ];

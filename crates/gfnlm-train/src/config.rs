@@ -166,6 +166,11 @@ pub struct TrainConfig {
     /// decode step. Pays off for long decodes (20 tokens: sampling ≈ 15 % faster on tch), not
     /// for the three-token random-integer task.
     pub sample_merged: bool,
+    /// A PEFT adapter folded into the base weights before training (e.g. a supervised
+    /// fine-tune on the task's domain): the new LoRA trains on top of it and the reward's
+    /// "base model" is the merged one. `gfnlm eval --config` merges it too. Relative paths are
+    /// resolved from the working directory.
+    pub base_adapter: Option<String>,
     /// LoRA.
     pub lora: LoraSection,
     /// Task: `name` plus the task's own keys (validated by the task; see docs/training.md).
@@ -212,6 +217,7 @@ impl Default for TrainConfig {
             max_nonfinite_in_a_row: 5,
             precision: WeightPrecision::F32,
             sample_merged: false,
+            base_adapter: None,
             lora: LoraSection::default(),
             task: TaskSection::default(),
         }

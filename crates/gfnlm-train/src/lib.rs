@@ -13,6 +13,7 @@
 //!   near-duplicate removal);
 //! - [`schedule`]: learning-rate warm-up/decay and the reward-temperature schedule.
 
+pub mod base_adapter;
 pub mod buffer;
 pub mod config;
 pub mod lock;
@@ -24,6 +25,7 @@ pub mod sft;
 pub mod trainer;
 pub mod update;
 
+pub use base_adapter::merge_base_adapter;
 pub use buffer::ReplayBuffer;
 pub use config::TrainConfig;
 pub use gfnlm_models::decode::{

@@ -2,7 +2,7 @@
 
 mod embed_cmd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -561,7 +561,8 @@ fn run_train(args: TrainArgs) -> Result<()> {
             held[0].1.display()
         );
     }
-    let l = load(&args.model)?;
+    let mut l = load(&args.model)?;
+    merge_base_adapter(&cfg, &mut l.model, &l.device)?;
     let task = build_task(&cfg, &args.task, &l.tokenizer)?;
     let device = l.device.autodiff();
     let model = l.model.to_device(&device);
@@ -672,6 +673,23 @@ fn run_train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Folds the config's `base_adapter` (if any) into the loaded weights.
+fn merge_base_adapter(cfg: &TrainConfig, model: &mut CausalLm, device: &Device) -> Result<()> {
+    if let Some(dir) = &cfg.base_adapter {
+        let lc =
+            gfnlm_train::merge_base_adapter(model, Path::new(dir), device).with_context(|| {
+                format!(
+                    "base_adapter = \"{dir}\" (a PEFT adapter folder, merged into the base weights)"
+                )
+            })?;
+        eprintln!(
+            "gfnlm: base adapter {dir} merged into the weights (r = {}, α = {})",
+            lc.r, lc.alpha
+        );
+    }
+    Ok(())
+}
+
 fn run_eval(args: EvalArgs) -> Result<()> {
     let cfg = load_config(&args.task)?;
     if let Some(n) = args.samples {
@@ -687,6 +705,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         tokenizer,
         device,
     } = load(&args.model)?;
+    merge_base_adapter(&cfg, &mut model, &device)?;
     if let Some(dir) = &args.adapter {
         let lc = gfnlm_lora::load_peft(&mut model, dir, &device)?;
         eprintln!(
