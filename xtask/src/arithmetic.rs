@@ -79,23 +79,34 @@ struct Method {
     eval_config: PathBuf,
 }
 
-/// Writes `config` with `[task]` changed by `edit` (the `[task]` table is the file's last).
-fn derived_config(config: &str, out: &Path, name: &str, edit: &str) -> Result<PathBuf> {
+/// Writes `config` with the keys of `edit` set in `[section]` (or at the top level for `None`)
+/// to `out/name`.
+fn derived_config(
+    config: &str,
+    out: &Path,
+    name: &str,
+    section: Option<&str>,
+    edit: &str,
+) -> Result<PathBuf> {
     let text = std::fs::read_to_string(config).with_context(|| format!("reading {config}"))?;
     let mut doc: toml::Table = text.parse().with_context(|| format!("parsing {config}"))?;
-    let extra: toml::Table = edit.parse().expect("valid edit");
-    let task = doc
-        .get_mut("task")
-        .and_then(|t| t.as_table_mut())
-        .with_context(|| format!("{config} has no [task] table"))?;
+    let extra: toml::Table = edit.parse().context("a derived config's edit")?;
+    let table = match section {
+        Some(s) => doc
+            .get_mut(s)
+            .and_then(|t| t.as_table_mut())
+            .with_context(|| format!("{config} has no [{s}] table"))?,
+        None => &mut doc,
+    };
     for (k, v) in extra {
-        task.insert(k, v);
+        table.insert(k, v);
     }
     let path = out.join(name);
     std::fs::write(
         &path,
         format!(
-            "# Written by cargo xtask reproduce arithmetic: {config} with [task] {}\n{}",
+            "# Written by cargo xtask reproduce arithmetic: {config} with {}{}\n{}",
+            section.map(|s| format!("[{s}] ")).unwrap_or_default(),
             edit.replace('\n', ", "),
             toml::to_string(&doc)?
         ),
@@ -197,9 +208,29 @@ pub fn reproduce(rest: &[String]) -> Result<()> {
         GFN_CONFIG,
         out,
         "eval-few-shot.toml",
+        Some("task"),
         "eval_few_shot = true",
     )?;
-    let no_tool = derived_config(GFN_CONFIG, out, "eval-no-tool.toml", "use_tool = false")?;
+    let no_tool = derived_config(
+        GFN_CONFIG,
+        out,
+        "eval-no-tool.toml",
+        Some("task"),
+        "use_tool = false",
+    )?;
+    // The GFlowNet policy starts from the supervised baseline's adapter; its reward stays the
+    // base model's (docs/arithmetic.md says why).
+    let sft_adapter = out.join("run-sft/adapter");
+    let gfn_train = derived_config(
+        GFN_CONFIG,
+        out,
+        "train-gflownet.toml",
+        None,
+        &format!(
+            "init_adapter = {}",
+            toml::Value::String(sft_adapter.to_string_lossy().into())
+        ),
+    )?;
     let methods = [
         Method {
             label: "few-shot CoT (base model, 3 worked examples)",
@@ -220,7 +251,7 @@ pub fn reproduce(rest: &[String]) -> Result<()> {
             eval_config: PathBuf::from(GFN_CONFIG),
         },
         Method {
-            label: "GFlowNet fine-tuning",
+            label: "GFlowNet fine-tuning (from the SFT adapter)",
             slug: "gflownet",
             train: Some(GFN_CONFIG),
             eval_config: PathBuf::from(GFN_CONFIG),
@@ -237,7 +268,12 @@ pub fn reproduce(rest: &[String]) -> Result<()> {
     for m in &methods {
         if let Some(config) = m.train {
             let run = out.join(format!("run-{}", m.slug));
-            train_secs.insert(m.slug, train(config, &run)?);
+            let config = if m.slug == "gflownet" {
+                gfn_train.to_string_lossy().to_string()
+            } else {
+                config.to_string()
+            };
+            train_secs.insert(m.slug, train(&config, &run)?);
         }
     }
     let sets: Vec<(usize, PathBuf)> = OPERANDS
@@ -387,7 +423,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let config = root.join(GFN_CONFIG);
         let config = config.to_str().unwrap();
-        let path = derived_config(config, &dir, "no-tool.toml", "use_tool = false").unwrap();
+        let path = derived_config(
+            config,
+            &dir,
+            "no-tool.toml",
+            Some("task"),
+            "use_tool = false",
+        )
+        .unwrap();
         let read =
             |p: &Path| -> toml::Table { std::fs::read_to_string(p).unwrap().parse().unwrap() };
         let (orig, derived) = (read(Path::new(config)), read(&path));
@@ -399,6 +442,18 @@ mod tests {
             .unwrap()
             .insert("use_tool".into(), toml::Value::Boolean(true));
         assert_eq!(back, orig);
+        // A top-level key (the GFlowNet run's init_adapter), with a path that needs quoting.
+        let path = derived_config(
+            config,
+            &dir,
+            "init.toml",
+            None,
+            "init_adapter = 'a \"b\"/c'",
+        )
+        .unwrap();
+        let derived = read(&path);
+        assert_eq!(derived["init_adapter"].as_str(), Some("a \"b\"/c"));
+        assert_eq!(derived["task"], orig["task"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -63,3 +63,82 @@ mod tests {
         assert!(merge_base_adapter(&mut merged, &dir.join("missing"), &device).is_err());
     }
 }
+
+#[cfg(test)]
+mod init_tests {
+    use burn::tensor::{Device, Tensor};
+    use gfnlm_models::CausalLm;
+    use gfnlm_models::generate::tokens_tensor;
+    use gfnlm_models::hf::load_llama_dir;
+    use gfnlm_tasks::TaskSection;
+
+    use crate::{TrainConfig, TrainError, Trainer};
+
+    fn host(t: Tensor<3>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_into_vec().unwrap()
+    }
+
+    /// `init_adapter` starts the trained LoRA from a PEFT adapter (the policy computes what the
+    /// adapter computes), keeps the base model adapter-free, and refuses a different rank.
+    #[test]
+    fn init_adapter_starts_the_policy_from_the_adapter() {
+        let dir = gfnlm_test_support::parity_dir();
+        let lora = dir.join("tiny-llama-lora");
+        let device = Device::default();
+        let autodiff = device.clone().autodiff();
+        let load =
+            |d: &Device| CausalLm::Llama(load_llama_dir(&dir.join("tiny-llama"), d).unwrap().0);
+        let build = |r: usize| {
+            let mut cfg = TrainConfig {
+                init_adapter: Some(lora.to_string_lossy().into()),
+                task: TaskSection::named("rng"),
+                ..TrainConfig::default()
+            };
+            cfg.lora.r = r;
+            cfg.lora.alpha = 16.0;
+            let tok = gfnlm_tokenizer::Tokenizer::from_file(gfnlm_test_support::tokenizer_json())
+                .unwrap();
+            let data = gfnlm_test_support::datasets_dir();
+            let inputs = gfnlm_tasks::TaskInputs {
+                tokenizer: &tok,
+                data_dir: &data,
+            };
+            let task = gfnlm_tasks::from_config(&cfg.task, &inputs).unwrap();
+            let update = crate::update_from_config(&cfg);
+            Trainer::new(cfg, load(&autodiff), task, update, autodiff.clone())
+        };
+        let trainer = build(8).unwrap();
+        let tokens = tokens_tensor(&[vec![1, 5, 9, 2, 7]], &device);
+        let mut want = load(&device);
+        gfnlm_lora::load_peft(&mut want, &lora, &device).unwrap();
+        let want = host(want.forward(tokens.clone(), None));
+        let policy = trainer.policy();
+        let got = host(policy.forward(tokens.clone(), None));
+        let diff = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "policy vs adapter: {diff}");
+        let base = host(trainer.base_model().forward(tokens.clone(), None));
+        let plain = host(load(&device).forward(tokens, None));
+        let diff = base
+            .iter()
+            .zip(&plain)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff < 1e-5,
+            "the reward's base model has no adapter: {diff}"
+        );
+        match build(4) {
+            Err(TrainError::Config(m)) => {
+                assert!(m.contains("init_adapter") && m.contains("r = 8"), "{m}")
+            }
+            other => panic!(
+                "a rank mismatch must be a config error, got {:?}",
+                other.err()
+            ),
+        }
+    }
+}

@@ -171,6 +171,10 @@ pub struct TrainConfig {
     /// "base model" is the merged one. `gfnlm eval --config` merges it too. Relative paths are
     /// resolved from the working directory.
     pub base_adapter: Option<String>,
+    /// A PEFT adapter the trained LoRA starts from (e.g. the supervised baseline's), instead of
+    /// the seeded random A and zero B. Its `r`, `lora_alpha` and target modules must equal
+    /// `[lora]`'s. The reward's base model stays the weights without any adapter.
+    pub init_adapter: Option<String>,
     /// LoRA.
     pub lora: LoraSection,
     /// Task: `name` plus the task's own keys (validated by the task; see docs/training.md).
@@ -218,6 +222,7 @@ impl Default for TrainConfig {
             precision: WeightPrecision::F32,
             sample_merged: false,
             base_adapter: None,
+            init_adapter: None,
             lora: LoraSection::default(),
             task: TaskSection::default(),
         }

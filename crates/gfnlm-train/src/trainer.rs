@@ -151,6 +151,36 @@ pub fn lora_config(cfg: &TrainConfig) -> LoraConfig {
     l
 }
 
+/// Replaces the freshly attached adapters by the PEFT adapter in `dir` (`init_adapter`),
+/// which must have `[lora]`'s rank, alpha and target modules.
+fn init_from_adapter(
+    model: &mut CausalLm,
+    cfg: &TrainConfig,
+    dir: &Path,
+    device: &Device,
+) -> Result<(), TrainError> {
+    let want = lora_config(cfg);
+    let got = gfnlm_lora::load_peft(model, dir, device)?;
+    let mut a: Vec<&String> = got.target_modules.iter().collect();
+    let mut b: Vec<&String> = want.target_modules.iter().collect();
+    a.sort();
+    b.sort();
+    if got.r != want.r || got.alpha != want.alpha || a != b {
+        return Err(TrainError::Config(format!(
+            "init_adapter {}: r = {}, alpha = {}, targets {:?}, but [lora] has r = {}, alpha = {}, targets {:?}",
+            dir.display(),
+            got.r,
+            got.alpha,
+            got.target_modules,
+            want.r,
+            want.alpha,
+            want.target_modules
+        )));
+    }
+    gfnlm_lora::freeze_all(model);
+    Ok(())
+}
+
 /// Gives every adapter parameter a stable id derived from its layer name, so optimizer state
 /// saved in one process matches the parameters of the next (resume).
 fn stable_adapter_ids(model: &mut CausalLm) {
@@ -212,6 +242,9 @@ impl Trainer {
         gfnlm_tasks::check_context(&*task, task.examples(Split::Train), base.max_positions())
             .map_err(|e| TrainError::Config(e.to_string()))?;
         gfnlm_lora::apply_lora_seeded(&mut base, &lora_config(&cfg), cfg.seed, &device)?;
+        if let Some(dir) = &cfg.init_adapter {
+            init_from_adapter(&mut base, &cfg, Path::new(dir), &device)?;
+        }
         stable_adapter_ids(&mut base);
         base.set_weight_precision(cfg.precision)
             .map_err(|e| TrainError::Config(e.to_string()))?;
