@@ -110,6 +110,17 @@ struct SampleArgs {
     /// Print JSON: {"method": label, "samples": [{"text", "tokens"}]}.
     #[arg(long)]
     json: bool,
+    /// Sample as this task's policy: its constraint (allowed tokens, ⊤, min/max length, which
+    /// replace --max-tokens and --stop) and, with `--tool on`, its tool (e.g. arithmetic's
+    /// calculator). Tool output is shown in ⟦ ⟧.
+    #[arg(long, conflicts_with_all = ["stop", "ignore_eos", "beams", "groups"])]
+    task: Option<String>,
+    /// A training config whose `[task]` configures --task.
+    #[arg(long, requires = "task")]
+    config: Option<PathBuf>,
+    /// Run the task's tool after each action: on | off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"], requires = "task")]
+    tool: String,
 }
 
 #[derive(Args)]
@@ -350,6 +361,9 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     if prompt.is_empty() {
         bail!("--prompt must not be empty");
     }
+    if args.task.is_some() {
+        return sample_task(&args, &model, &tokenizer, &prompt, &device);
+    }
     model.check_context(prompt.len(), args.max_tokens, "--max-tokens")?;
     let stop = match &args.stop {
         Some(text) => match tokenizer.encode(text, false)?.as_slice() {
@@ -419,6 +433,96 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         "gfnlm: {} — {n} sequences, {} tokens in {secs:.2}s",
         method.label(),
         seqs.iter().map(Vec::len).sum::<usize>()
+    );
+    Ok(())
+}
+
+/// `gfnlm sample --task T [--config C] [--tool on|off]`: samples the task's policy under its
+/// constraint (ancestral or tempered), with its tool, and marks tool output.
+fn sample_task(
+    args: &SampleArgs,
+    model: &CausalLm,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    device: &Device,
+) -> Result<()> {
+    if !matches!(args.method.as_str(), "ancestral" | "tempered") {
+        bail!(
+            "--task samples the policy (--method ancestral or tempered), not '{}'",
+            args.method
+        );
+    }
+    let task_args = TaskArgs {
+        task: args.task.clone(),
+        config: args.config.clone(),
+        data_dir: None,
+    };
+    let cfg = load_config(&task_args)?;
+    let task = build_task(&cfg, &task_args, tokenizer)?;
+    let example = gfnlm_tasks::Example::prompt_only("cli", prompt.to_vec());
+    let constraint = task.constraint(&example);
+    model.check_context(prompt.len(), constraint.max_len, "the task's max_len")?;
+    let tool = if args.tool == "on" { task.tool() } else { None };
+    if args.tool == "on" && tool.is_none() {
+        eprintln!("gfnlm: task '{}' has no tool", task.name());
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    let behaviour = gfnlm_models::decode::Behaviour {
+        temperature: args.temperature,
+        epsilon: 0.0,
+    };
+    let t0 = Instant::now();
+    let trajectories = gfnlm_models::decode::sample_trajectories(
+        model,
+        prompt,
+        args.num_samples,
+        &constraint,
+        behaviour,
+        tool,
+        &mut rng,
+        device,
+    );
+    let secs = t0.elapsed().as_secs_f64();
+    let mut samples = Vec::new();
+    for (i, t) in trajectories.iter().enumerate() {
+        // Runs of action tokens as they are, runs of tool tokens in ⟦ ⟧.
+        let mut marked = String::new();
+        let mut start = 0;
+        while start < t.tokens.len() {
+            let from_tool = !t.is_action(start);
+            let end = (start..t.tokens.len())
+                .find(|&k| t.is_action(k) == from_tool)
+                .unwrap_or(t.tokens.len());
+            let text = tokenizer.decode(&t.tokens[start..end])?;
+            if from_tool {
+                marked.push_str(&format!("⟦{text}⟧"));
+            } else {
+                marked.push_str(&text);
+            }
+            start = end;
+        }
+        if args.json {
+            samples.push(serde_json::json!({
+                "text": tokenizer.decode(&t.tokens)?,
+                "marked": marked,
+                "tokens": t.tokens,
+                "tool": (0..t.tokens.len()).map(|k| !t.is_action(k)).collect::<Vec<_>>(),
+                "tool_calls": t.tool_calls(),
+                "forced_stop": t.forced,
+            }));
+        } else {
+            println!("[{i}] {:?}", format!("{}{marked}", args.prompt));
+        }
+    }
+    if args.json {
+        let out = serde_json::json!({"task": task.name(), "tool": args.tool, "samples": samples});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    eprintln!(
+        "gfnlm: task {} — {} samples, {} tool calls, in {secs:.2}s",
+        task.name(),
+        trajectories.len(),
+        trajectories.iter().map(|t| t.tool_calls()).sum::<usize>()
     );
     Ok(())
 }
