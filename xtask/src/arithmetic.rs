@@ -274,6 +274,13 @@ pub fn reproduce(rest: &[String]) -> Result<()> {
                 config.to_string()
             };
             train_secs.insert(m.slug, train(&config, &run)?);
+            // The run folders are not committed; their training logs are.
+            std::fs::create_dir_all(out.join("metrics"))?;
+            std::fs::copy(
+                run.join("metrics.jsonl"),
+                out.join(format!("metrics/{}.jsonl", m.slug)),
+            )
+            .with_context(|| format!("copying {}/metrics.jsonl", run.display()))?;
         }
     }
     let sets: Vec<(usize, PathBuf)> = OPERANDS
