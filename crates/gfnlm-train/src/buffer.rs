@@ -15,7 +15,8 @@ use gfnlm_models::decode::Trajectory;
 pub struct Entry {
     /// The trajectory.
     pub trajectory: Trajectory,
-    /// Untempered log R of every prefix (length `tokens.len() + 1`).
+    /// Untempered log R of every prefix (length `tokens.len() + 1`); saved bit-exact.
+    #[serde(with = "crate::exact_f64::vec")]
     pub log_rewards: Vec<f64>,
 }
 

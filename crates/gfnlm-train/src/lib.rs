@@ -16,6 +16,7 @@
 pub mod base_adapter;
 pub mod buffer;
 pub mod config;
+pub mod exact_f64;
 pub mod lock;
 pub mod log_z;
 pub mod metrics;

@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LogZ {
     /// Current estimate of log Σ_Z R(Z).
+    #[serde(with = "crate::exact_f64")]
     pub value: f64,
+    #[serde(with = "crate::exact_f64")]
     m: f64,
+    #[serde(with = "crate::exact_f64")]
     v: f64,
     t: u64,
 }

@@ -105,28 +105,12 @@ pub struct PpoStats {
 /// unit in the last place, and resume must be exact.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct AdamVec {
-    #[serde(with = "f64_bits")]
+    #[serde(with = "crate::exact_f64::vec")]
     value: Vec<f64>,
-    #[serde(with = "f64_bits")]
+    #[serde(with = "crate::exact_f64::vec")]
     m: Vec<f64>,
-    #[serde(with = "f64_bits")]
+    #[serde(with = "crate::exact_f64::vec")]
     v: Vec<f64>,
-}
-
-/// `Vec<f64>` as a JSON array of `f64::to_bits` integers (exact round trip).
-mod f64_bits {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|x| x.to_bits()))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
-        Ok(Vec::<u64>::deserialize(d)?
-            .into_iter()
-            .map(f64::from_bits)
-            .collect())
-    }
 }
 
 impl AdamVec {
