@@ -192,7 +192,7 @@ struct EvalArgs {
     #[arg(long, default_value = "validation", value_parser = parse_split)]
     split: Split,
     /// Samples to draw where the evaluation samples (default: the task's; rng 2000,
-    /// next-sentence 20 per prompt).
+    /// next-sentence 20 per prompt); 0 gives the exact figures only where a task has them (rng).
     #[arg(long)]
     samples: Option<usize>,
     /// Evaluate on this data file (in the task's dataset format, e.g. a prompt file for
@@ -797,7 +797,9 @@ fn merge_base_adapter(cfg: &TrainConfig, model: &mut CausalLm, device: &Device) 
 fn run_eval(args: EvalArgs) -> Result<()> {
     let cfg = load_config(&args.task)?;
     if let Some(n) = args.samples {
-        check_flag("--samples", n, MAX_EVAL_SAMPLES, false)?;
+        // 0 is allowed: the exact figures only, without sampling (what `cargo xtask reproduce
+        // rng` asks for at every checkpoint).
+        check_flag("--samples", n, MAX_EVAL_SAMPLES, true)?;
     }
     for (flag, v) in [("--beams", args.beams), ("--groups", args.groups)] {
         if let Some(v) = v {

@@ -94,3 +94,32 @@ fn task_sampling_runs_the_calculator_and_marks_its_output() {
         .sum();
     assert_eq!(calls, 0);
 }
+
+/// `gfnlm eval --samples 0` gives the random-integer task's exact figures without sampling:
+/// `cargo xtask reproduce rng` evaluates every checkpoint this way (a bound on --samples once
+/// refused 0 and broke it).
+#[test]
+fn eval_with_zero_samples_gives_the_exact_figures_only() {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gfnlm-test-support/fixtures/tiny-llama"
+    );
+    let json = std::env::temp_dir().join(format!("gfnlm-eval0-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_gfnlm"))
+        .args(["eval", "--model", model, "--task", "rng", "--samples", "0"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(v["samples"], 0);
+    let mass = v["constrained"]["valid_mass"].as_f64().unwrap();
+    assert!((0.0..=1.0 + 1e-9).contains(&mass), "{mass}");
+}
