@@ -561,6 +561,11 @@ fn write_results(
     let mut s = String::new();
     s.push_str("# Random integers in [0, 100]: GFlowNet fine-tuning of SmolLM2-135M-Instruct\n\n");
     s.push_str("Written by `cargo xtask reproduce rng` (config `configs/rng.toml`");
+    let flags = match (ppo.is_some(), flags.is_empty()) {
+        (true, true) => "--with-ppo".to_string(),
+        (true, false) => format!("{flags} --with-ppo"),
+        (false, _) => flags.to_string(),
+    };
     if !flags.is_empty() {
         s.push_str(&format!(", `{flags}`"));
     }
