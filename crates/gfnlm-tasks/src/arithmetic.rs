@@ -19,7 +19,6 @@ use std::time::Instant;
 use burn::tensor::Device;
 use gfnlm_models::LanguageModel;
 use gfnlm_models::decode::{Behaviour, sample_trajectories};
-use gfnlm_models::generate::score_suffix_after_prefixes;
 use gfnlm_tokenizer::Tokenizer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -401,46 +400,18 @@ impl ArithmeticTask {
         }
         let context = self.reward_context(example);
         let y = example.target.clone().unwrap_or_default();
-        // Rationale tokens (tool tokens included) under the constrained base model, and Y
-        // after every state long enough to be rewarded, in one pass plus one short pass of Y
-        // per distinct state length.
-        let seqs: Vec<Vec<u32>> = trajectories.iter().map(|t| t.tokens.clone()).collect();
+        // Rationale tokens (tool tokens included) under the constrained base model, then Y.
         let offsets = self.reward_offsets(base.vocab_size());
-        let all_ends: Vec<Vec<usize>> = trajectories.iter().map(Trajectory::state_ends).collect();
-        let scored: Vec<Vec<usize>> = all_ends
-            .iter()
-            .map(|e| {
-                e.iter()
-                    .copied()
-                    .filter(|&end| end >= self.settings.min_len)
-                    .collect()
-            })
-            .collect();
-        let scores =
-            score_suffix_after_prefixes(base, &context, &seqs, &scored, &y, Some(&offsets), device);
-        all_ends
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let prefix: Vec<f64> = std::iter::once(0.0)
-                    .chain(scores.tokens[i].iter().scan(0.0, |acc, &x| {
-                        *acc += x as f64;
-                        Some(*acc)
-                    }))
-                    .collect();
-                let mut ys = scored[i].iter().zip(&scores.suffix[i]);
-                let mut next = ys.next();
-                e.iter()
-                    .map(|&end| match next {
-                        Some((&at, &ly)) if at == end => {
-                            next = ys.next();
-                            prefix[end] + ly
-                        }
-                        _ => self.settings.short_log_reward,
-                    })
-                    .collect()
-            })
-            .collect()
+        crate::state_then_suffix_log_rewards(
+            base,
+            &context,
+            trajectories,
+            &y,
+            Some(&offsets),
+            self.settings.min_len,
+            self.settings.short_log_reward,
+            device,
+        )
     }
 
     /// The query and rationale as text (tool outputs included).

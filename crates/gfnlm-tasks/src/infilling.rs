@@ -25,7 +25,6 @@ use std::time::Instant;
 use burn::tensor::Device;
 use gfnlm_models::LanguageModel;
 use gfnlm_models::decode::{Behaviour, sample_trajectories};
-use gfnlm_models::generate::score_suffix_after_prefixes;
 use gfnlm_tokenizer::Tokenizer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -371,41 +370,16 @@ impl InfillingTask {
                 .collect();
         };
         let y = example.target.clone().unwrap_or_default();
-        let seqs: Vec<Vec<u32>> = trajectories.iter().map(|t| t.tokens.clone()).collect();
-        let ends: Vec<Vec<usize>> = trajectories.iter().map(Trajectory::state_ends).collect();
-        let scored: Vec<Vec<usize>> = ends
-            .iter()
-            .map(|e| {
-                e.iter()
-                    .copied()
-                    .filter(|&k| k >= self.settings.min_len)
-                    .collect()
-            })
-            .collect();
-        let scores =
-            score_suffix_after_prefixes(base, &story.beginning, &seqs, &scored, &y, None, device);
-        ends.iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let prefix: Vec<f64> = std::iter::once(0.0)
-                    .chain(scores.tokens[i].iter().scan(0.0, |acc, &x| {
-                        *acc += x as f64;
-                        Some(*acc)
-                    }))
-                    .collect();
-                let mut ys = scored[i].iter().zip(&scores.suffix[i]);
-                let mut next = ys.next();
-                e.iter()
-                    .map(|&end| match next {
-                        Some((&at, &ly)) if at == end => {
-                            next = ys.next();
-                            prefix[end] + ly
-                        }
-                        _ => self.settings.short_log_reward,
-                    })
-                    .collect()
-            })
-            .collect()
+        crate::state_then_suffix_log_rewards(
+            base,
+            &story.beginning,
+            trajectories,
+            &y,
+            None,
+            self.settings.min_len,
+            self.settings.short_log_reward,
+            device,
+        )
     }
 
     /// Examples (and their stories) of any CSV in the ROCStories format: all its stories.

@@ -319,6 +319,60 @@ pub fn check_context(
     Ok(())
 }
 
+/// log R(s) = log p(s Y | context) for every state s of each trajectory with at least `min_len`
+/// tokens (the state's tokens under `token_offsets`, Y without), `short` for shorter states:
+/// the reward of arithmetic and infilling, from one pass over the trajectories and one short
+/// pass of Y per distinct state length ([`gfnlm_models::generate::score_suffix_after_prefixes`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn state_then_suffix_log_rewards(
+    base: &dyn LanguageModel,
+    context: &[u32],
+    trajectories: &[Trajectory],
+    suffix: &[u32],
+    token_offsets: Option<&[f32]>,
+    min_len: usize,
+    short: f64,
+    device: &Device,
+) -> Vec<Vec<f64>> {
+    let seqs: Vec<Vec<u32>> = trajectories.iter().map(|t| t.tokens.clone()).collect();
+    let ends: Vec<Vec<usize>> = trajectories.iter().map(Trajectory::state_ends).collect();
+    let scored: Vec<Vec<usize>> = ends
+        .iter()
+        .map(|e| e.iter().copied().filter(|&k| k >= min_len).collect())
+        .collect();
+    let scores = gfnlm_models::generate::score_suffix_after_prefixes(
+        base,
+        context,
+        &seqs,
+        &scored,
+        suffix,
+        token_offsets,
+        device,
+    );
+    ends.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let prefix: Vec<f64> = std::iter::once(0.0)
+                .chain(scores.tokens[i].iter().scan(0.0, |acc, &x| {
+                    *acc += x as f64;
+                    Some(*acc)
+                }))
+                .collect();
+            let mut ys = scored[i].iter().zip(&scores.suffix[i]);
+            let mut next = ys.next();
+            e.iter()
+                .map(|&end| match next {
+                    Some((&at, &ly)) if at == end => {
+                        next = ys.next();
+                        prefix[end] + ly
+                    }
+                    _ => short,
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Builds the task a `[task]` section names.
 pub fn from_config(
     section: &TaskSection,
