@@ -310,13 +310,6 @@ pub fn reproduce(rest: &[String]) -> Result<()> {
     write_results(&a, &rows, &train_secs)
 }
 
-fn run_seconds(out: &Path, slug: &str) -> Option<f64> {
-    // The training time recorded by the run itself (last metrics line), robust to resumes.
-    let text = std::fs::read_to_string(out.join(format!("run-{slug}/metrics.jsonl"))).ok()?;
-    let last: Value = serde_json::from_str(text.lines().last()?).ok()?;
-    last.get("elapsed_s").and_then(Value::as_f64)
-}
-
 fn write_results(
     a: &Args,
     rows: &[(&Method, Vec<Value>)],
@@ -360,7 +353,7 @@ fn write_results(
             .last()
             .map(|v| metric(v, "tool_calls_per_sample"))
             .unwrap_or(f64::NAN);
-        let trained = run_seconds(out, m.slug)
+        let trained = crate::last_elapsed_s(&out.join(format!("run-{}", m.slug)))
             .or_else(|| train_secs.get(m.slug).copied())
             .map(|s| format!("{:.1} min", s / 60.0))
             .unwrap_or_else(|| "—".into());

@@ -226,6 +226,14 @@ fn bench_train_step(rest: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The training time a run recorded itself (`elapsed_s` of its last metrics line), which
+/// counts every resumed part.
+fn last_elapsed_s(run: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
+    let last: Value = serde_json::from_str(text.lines().last()?).ok()?;
+    last.get("elapsed_s").and_then(Value::as_f64)
+}
+
 fn read_json(p: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     Ok(serde_json::from_str(&text)?)
@@ -401,13 +409,7 @@ fn reproduce_rng(rest: &[String]) -> Result<()> {
             "--json",
             &json.to_string_lossy(),
         ])?;
-        let secs = std::fs::read_to_string(ppo_run.join("metrics.jsonl"))
-            .ok()
-            .and_then(|t| {
-                let last: Value = serde_json::from_str(t.lines().last()?).ok()?;
-                last["elapsed_s"].as_f64()
-            })
-            .unwrap_or(f64::NAN);
+        let secs = last_elapsed_s(&ppo_run).unwrap_or(f64::NAN);
         Some((read_json(&json)?, secs))
     } else {
         None
