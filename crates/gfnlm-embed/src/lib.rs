@@ -6,7 +6,8 @@
 //! provides one. [`SentenceEncoder::embed`] reproduces sentence-transformers for this model:
 //! tokenise (truncating to `max_seq_length` = 256 tokens, padding per batch), run the encoder
 //! with the padding attention mask, mean-pool the last hidden state over the mask, and
-//! L2-normalise. [`semantic_diversity`] is 1 − the mean pairwise cosine similarity.
+//! L2-normalise. [`semantic_diversity`] is 1 − the mean pairwise cosine similarity;
+//! [`bert_score`] matches [`SentenceEncoder::token_embeddings`] as BERTScore does.
 //!
 //! Layout: [`config`] (serde `config.json`), [`bert`] (the module tree and the math, no I/O),
 //! [`load`] (safetensors → modules), [`error`]. Library code takes a `&Device` and never
@@ -143,8 +144,57 @@ impl SentenceEncoder {
         Ok(out)
     }
 
-    /// Embeds one padded batch of token-id sequences.
-    fn embed_ids(&self, batch: &[&[u32]]) -> Vec<Vec<f32>> {
+    /// Per-token, L2-normalised last-layer states of each text, `[CLS]` and `[SEP]` left out:
+    /// the token embeddings BERTScore matches ([`bert_score`]). A text with no word piece
+    /// gives an empty list.
+    pub fn token_embeddings(&self, texts: &[String]) -> Result<Vec<Vec<Vec<f32>>>, EmbedError> {
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.tokenize(t))
+            .collect::<Result<_, _>>()?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut out = vec![Vec::new(); ids.len()];
+        for chunk in order.chunks(BATCH_SIZE) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let (hidden, t) = self.hidden_states(&batch);
+            let d = self.config.hidden_size;
+            for (row, &i) in chunk.iter().enumerate() {
+                let n = ids[i].len();
+                // Positions 1..n-1: the word pieces between [CLS] and [SEP].
+                out[i] = (1..n.saturating_sub(1))
+                    .map(|j| {
+                        let at = (row * t + j) * d;
+                        let v = &hidden[at..at + d];
+                        let norm = v
+                            .iter()
+                            .map(|&x| (x as f64) * (x as f64))
+                            .sum::<f64>()
+                            .sqrt();
+                        v.iter()
+                            .map(|&x| (x as f64 / norm.max(1e-12)) as f32)
+                            .collect()
+                    })
+                    .collect();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Last hidden states of one padded batch, flattened `[b, t, d]`, and `t`.
+    fn hidden_states(&self, batch: &[&[u32]]) -> (Vec<f32>, usize) {
+        let (ids, mask, t) = self.padded(batch);
+        let hidden = self.model.forward(ids, mask);
+        let flat = hidden
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .expect("f32 data");
+        (flat, t)
+    }
+
+    /// Right-padded ids and the attention mask of a batch, and the padded length.
+    fn padded(&self, batch: &[&[u32]]) -> (Tensor<2, Int>, Tensor<2>, usize) {
         let b = batch.len();
         let t = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
         let pad = self.config.pad_token_id as i64;
@@ -166,6 +216,12 @@ impl SentenceEncoder {
         }
         let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), &self.device);
         let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, t]), &self.device);
+        (ids, mask, t)
+    }
+
+    /// Embeds one padded batch of token-id sequences.
+    fn embed_ids(&self, batch: &[&[u32]]) -> Vec<Vec<f32>> {
+        let (ids, mask, _) = self.padded(batch);
         let hidden = self.model.forward(ids, mask.clone());
         let pooled = bert::mean_pool_normalize(hidden, mask);
         let d = self.config.hidden_size;
@@ -235,6 +291,41 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
+/// BERTScore `(precision, recall, F1)` of a candidate against a reference from their
+/// normalised token embeddings ([`SentenceEncoder::token_embeddings`]): greedy matching of each
+/// token to its most similar token on the other side, averaged with uniform weights (Zhang et
+/// al. 2020, without idf weighting or baseline rescaling). All three are 0 when either side
+/// has no token.
+pub fn bert_score(candidate: &[Vec<f32>], reference: &[Vec<f32>]) -> (f64, f64, f64) {
+    if candidate.is_empty() || reference.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let dot = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| x as f64 * y as f64)
+            .sum::<f64>()
+    };
+    let best = |from: &[Vec<f32>], to: &[Vec<f32>]| {
+        from.iter()
+            .map(|a| {
+                to.iter()
+                    .map(|b| dot(a, b))
+                    .fold(f64::NEG_INFINITY, f64::max)
+            })
+            .sum::<f64>()
+            / from.len() as f64
+    };
+    let p = best(candidate, reference);
+    let r = best(reference, candidate);
+    let f = if p + r > 0.0 {
+        2.0 * p * r / (p + r)
+    } else {
+        0.0
+    };
+    (p, r, f)
+}
+
 /// 1 − mean pairwise cosine similarity of (already normalised) embeddings, over all
 /// `n·(n−1)/2` unordered pairs; 0 for fewer than 2.
 ///
@@ -267,6 +358,23 @@ mod tests {
         let mut v = vec![0.0; d];
         v[i] = 1.0;
         v
+    }
+
+    #[test]
+    fn bert_score_matches_greedy_matching_by_hand() {
+        // Candidate {e0, e1} vs reference {e0}: P = (1 + 0)/2, R = 1, F = 2PR/(P+R) = 2/3.
+        let (p, r, f) = bert_score(&[unit(3, 0), unit(3, 1)], &[unit(3, 0)]);
+        assert!((p - 0.5).abs() < 1e-12 && (r - 1.0).abs() < 1e-12);
+        assert!((f - 2.0 / 3.0).abs() < 1e-12, "{f}");
+        // Swapping the sides swaps P and R and keeps F.
+        let (p2, r2, f2) = bert_score(&[unit(3, 0)], &[unit(3, 0), unit(3, 1)]);
+        assert_eq!((p2, r2), (r, p));
+        assert!((f2 - f).abs() < 1e-12);
+        // A 45° vector matches e0 with cosine 1/√2.
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        let (p, _, _) = bert_score(&[vec![h, h, 0.0]], &[unit(3, 0), unit(3, 2)]);
+        assert!((p - 0.5f64.sqrt()).abs() < 1e-6, "{p}");
+        assert_eq!(bert_score(&[], &[unit(3, 0)]), (0.0, 0.0, 0.0));
     }
 
     #[test]

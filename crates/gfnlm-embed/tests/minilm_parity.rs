@@ -120,3 +120,41 @@ fn padding_and_batching_do_not_change_embeddings() {
         .fold(0.0f32, f32::max);
     assert!(d < 1e-5, "order or batching changed the embedding by {d}");
 }
+
+#[test]
+fn bert_score_of_real_sentences_ranks_paraphrases_first() {
+    let enc = encoder();
+    let texts: Vec<String> = [
+        "The cat sat on the warm mat by the door.",
+        "A cat was sitting on the mat near the door.",
+        "Stock prices fell sharply after the bank's report.",
+        "Hello",
+    ]
+    .map(String::from)
+    .to_vec();
+    let toks = enc.token_embeddings(&texts).unwrap();
+    // [CLS] and [SEP] are left out; every vector is unit length.
+    for (t, e) in texts.iter().zip(&toks) {
+        assert_eq!(e.len(), enc.tokenize(t).unwrap().len() - 2, "{t}");
+        for v in e {
+            let n: f32 = v.iter().map(|x| x * x).sum();
+            assert!((n - 1.0).abs() < 1e-4, "{n}");
+        }
+    }
+    let (p, r, f) = gfnlm_embed::bert_score(&toks[0], &toks[0]);
+    assert!((p - 1.0).abs() < 1e-5 && (r - 1.0).abs() < 1e-5 && (f - 1.0).abs() < 1e-5);
+    let para = gfnlm_embed::bert_score(&toks[1], &toks[0]).2;
+    let unrelated = gfnlm_embed::bert_score(&toks[2], &toks[0]).2;
+    assert!(
+        para > unrelated + 0.1,
+        "paraphrase {para} vs unrelated {unrelated}"
+    );
+    // Batched with a longer text (padding) gives the same vectors as alone.
+    let alone = enc.token_embeddings(&texts[3..4]).unwrap();
+    let d = alone[0][0]
+        .iter()
+        .zip(&toks[3][0])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(d < 1e-5, "padding changed a token vector by {d}");
+}
