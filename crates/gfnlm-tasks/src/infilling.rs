@@ -56,6 +56,10 @@ pub struct InfillingSettings {
     pub eval_samples: usize,
     /// Sampling temperature at evaluation (the reference's README: 0.9).
     pub eval_temperature: f64,
+    /// `"infill"` (the task) or `"story"`: the story language model the reward model is
+    /// fine-tuned as — prompt `"s1 s2 s3"`, demonstration `" s4 s5"`, evaluated by the held-out
+    /// log-likelihood of the gold ending.
+    pub mode: String,
 }
 
 impl Default for InfillingSettings {
@@ -69,6 +73,7 @@ impl Default for InfillingSettings {
             short_log_reward: -99.0,
             eval_samples: 10,
             eval_temperature: 0.9,
+            mode: "infill".into(),
         }
     }
 }
@@ -80,6 +85,12 @@ impl InfillingSettings {
             return bad(format!(
                 "need min_len ≤ max_len and 1 ≤ max_len ≤ 256 (got {}, {})",
                 self.min_len, self.max_len
+            ));
+        }
+        if self.mode != "infill" && self.mode != "story" {
+            return bad(format!(
+                "mode must be \"infill\" or \"story\", got {:?}",
+                self.mode
             ));
         }
         if self.num_train == 0 {
@@ -289,6 +300,7 @@ impl InfillingTask {
         data_dir: &Path,
         settings: InfillingSettings,
     ) -> Result<Self, TaskError> {
+        settings.validate()?;
         let path = if Path::new(&settings.data).is_absolute() {
             PathBuf::from(&settings.data)
         } else {
@@ -338,13 +350,25 @@ impl InfillingTask {
     /// Builds the example of a story and records its beginning and gold middle.
     fn add_story(&mut self, s: &Story) -> Result<Example, TaskError> {
         let [s1, s2, s3, s4, s5] = &s.sentences;
+        let beginning = self.encode(&format!("{s1} {s2} {s3}"))?;
+        if self.story_mode() {
+            let mut ex = Example::prompt_only(s.id.clone(), beginning.clone());
+            ex.demonstration = Some(self.encode(&format!(" {s4} {s5}"))?);
+            self.stories.insert(
+                s.id.clone(),
+                StoryTokens {
+                    beginning,
+                    gold: s4.clone(),
+                },
+            );
+            return Ok(ex);
+        }
         let mut ex = Example::prompt_only(
             s.id.clone(),
             self.encode(&format!("Beginning: {s1} {s2} {s3}\nEnding: {s5}\nMiddle:"))?,
         );
         ex.target = Some(self.encode(&format!(" {s5}"))?);
         ex.demonstration = Some(self.encode(&format!(" {s4}"))?);
-        let beginning = self.encode(&format!("{s1} {s2} {s3}"))?;
         self.stories.insert(
             s.id.clone(),
             StoryTokens {
@@ -369,7 +393,11 @@ impl InfillingTask {
                 .map(|t| vec![self.settings.short_log_reward; t.num_actions() + 1])
                 .collect();
         };
-        let y = example.target.clone().unwrap_or_default();
+        // Story mode: log p(s ⊤ | beginning), the story model's own likelihood.
+        let y = match &example.target {
+            Some(y) => y.clone(),
+            None => vec![self.eos],
+        };
         crate::state_then_suffix_log_rewards(
             base,
             &story.beginning,
@@ -397,6 +425,71 @@ impl InfillingTask {
             examples.push(other.add_story(&s)?);
         }
         Ok((examples, other))
+    }
+
+    /// Whether this is the story language model (`mode = "story"`).
+    fn story_mode(&self) -> bool {
+        self.settings.mode == "story"
+    }
+
+    /// Story mode's evaluation: mean log p(" s4 s5" | "s1 s2 s3") of the held-out stories under
+    /// the evaluated model and under the base model.
+    fn evaluate_story_model(
+        &self,
+        examples: &[Example],
+        ctx: &EvalContext<'_>,
+    ) -> Result<Evaluation, TaskError> {
+        let t0 = Instant::now();
+        let (mut model_lp, mut base_lp, mut tokens) = (0.0f64, 0.0f64, 0usize);
+        for ex in examples {
+            let gold = ex.demonstration.clone().unwrap_or_default();
+            let sum = |m: &dyn LanguageModel| -> f64 {
+                gfnlm_models::generate::score_continuations(
+                    m,
+                    &ex.prompt,
+                    std::slice::from_ref(&gold),
+                    ctx.device,
+                )[0]
+                .iter()
+                .map(|&x| x as f64)
+                .sum()
+            };
+            model_lp += sum(ctx.model);
+            base_lp += sum(ctx.base);
+            tokens += gold.len();
+        }
+        let n = examples.len().max(1) as f64;
+        let per_tok = |x: f64| x / tokens.max(1) as f64;
+        let metrics = serde_json::json!({
+            "stories": examples.len(),
+            "tokens": tokens,
+            "log_p_model": model_lp / n,
+            "log_p_base": base_lp / n,
+            "log_p_model_per_token": per_tok(model_lp),
+            "log_p_base_per_token": per_tok(base_lp),
+            "seconds": t0.elapsed().as_secs_f64(),
+        });
+        let summary = vec![format!(
+            "[infilling, story model]: {} held-out stories: log p(s4 s5 | s1 s2 s3) {:.2} ({:.3}/token) with the adapter, {:.2} ({:.3}/token) without",
+            examples.len(),
+            model_lp / n,
+            per_tok(model_lp),
+            base_lp / n,
+            per_tok(base_lp)
+        )];
+        let markdown = format!(
+            "| stories | log p(s4 s5 \\| s1 s2 s3), adapter | per token | without adapter | per token |\n|---|---|---|---|---|\n| {} | {:.2} | {:.3} | {:.2} | {:.3} |\n",
+            examples.len(),
+            model_lp / n,
+            per_tok(model_lp),
+            base_lp / n,
+            per_tok(base_lp)
+        );
+        Ok(Evaluation {
+            metrics,
+            summary,
+            markdown,
+        })
     }
 
     /// Decoded Z (EOS excluded), trimmed.
@@ -459,6 +552,10 @@ impl Task for InfillingTask {
                 "task 'infilling': no stories to evaluate (num_test = 0; pass --data FILE)".into(),
             ));
         }
+        if self.story_mode() {
+            return task.evaluate_story_model(examples, ctx);
+        }
+        let encoder = load_encoder(ctx.device)?;
         let n = ctx.samples.unwrap_or(self.settings.eval_samples).max(1);
         let behaviour = Behaviour {
             temperature: self.settings.eval_temperature,
@@ -466,6 +563,7 @@ impl Task for InfillingTask {
         };
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
         let (mut bleu, mut gl, mut log_r, mut len, mut count) = (0.0, 0.0, 0.0, 0.0, 0usize);
+        let (mut bert_f1, mut diversity) = (0.0, 0.0);
         let mut shown = Vec::new();
         for ex in examples {
             let trajs = sample_trajectories(
@@ -486,6 +584,18 @@ impl Task for InfillingTask {
             let mut gold_chars = gold.chars();
             gold_chars.next_back();
             let reference = vec![words(gold_chars.as_str())];
+            // BERTScore and diversity read the decoded sentences as a reader sees them.
+            let texts: Vec<String> = trajs.iter().map(|t| task.text(&t.tokens)).collect();
+            let embed_err = |e: gfnlm_embed::EmbedError| TaskError::Eval(format!("{e}"));
+            let mut with_gold = texts.clone();
+            with_gold.push(gold.clone());
+            let toks = encoder.token_embeddings(&with_gold).map_err(embed_err)?;
+            let (gold_toks, sample_toks) = toks.split_last().expect("gold is last");
+            for s in sample_toks {
+                bert_f1 += gfnlm_embed::bert_score(s, gold_toks).2;
+            }
+            diversity +=
+                gfnlm_embed::semantic_diversity(&encoder.embed(&texts).map_err(embed_err)?);
             for (t, r) in trajs.iter().zip(&rewards) {
                 let raw = self.tokenizer.decode(&t.tokens).unwrap_or_default();
                 let mut raw_chars = raw.chars();
@@ -509,31 +619,41 @@ impl Task for InfillingTask {
         }
         let c = count.max(1) as f64;
         let (bleu, gl, log_r, len) = (bleu / c, gl / c, log_r / c, len / c);
+        let bert_f1 = bert_f1 / c;
+        let diversity = diversity / examples.len() as f64;
+        let encoder_name = encoder.name().to_string();
         let metrics = serde_json::json!({
             "stories": examples.len(),
             "samples_per_story": n,
             "temperature": self.settings.eval_temperature,
             "bleu4": bleu,
             "gleu": gl,
+            "bertscore_f1": bert_f1,
+            "diversity": diversity,
+            "encoder": encoder_name,
             "mean_log_r": log_r,
             "mean_tokens": len,
             "seconds": t0.elapsed().as_secs_f64(),
             "examples": shown,
         });
         let summary = vec![format!(
-            "[infilling]: {} stories × {n} samples at T = {}: BLEU-4 {:.4}, GLEU {:.4}, log p(Z Y | X) {:.2}, {:.1} tokens",
+            "[infilling]: {} stories × {n} samples at T = {}: BLEU-4 {:.4}, GLEU {:.4}, BERTScore F1 {:.4}, diversity {:.4} ({encoder_name}), log p(Z Y | X) {:.2}, {:.1} tokens",
             examples.len(),
             self.settings.eval_temperature,
             bleu,
             gl,
+            bert_f1,
+            diversity,
             log_r,
             len
         )];
         let markdown = format!(
-            "| stories | samples per story | BLEU-4 | GLEU | log p(Z Y \\| X) | tokens |\n|---|---|---|---|---|---|\n| {} | {n} | {:.4} | {:.4} | {:.2} | {:.1} |\n",
+            "| stories | samples per story | BLEU-4 | GLEU | BERTScore F1 ({encoder_name}) | diversity | log p(Z Y \\| X) | tokens |\n|---|---|---|---|---|---|---|---|\n| {} | {n} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2} | {:.1} |\n",
             examples.len(),
             bleu,
             gl,
+            bert_f1,
+            diversity,
             log_r,
             len
         );
@@ -555,6 +675,13 @@ impl Task for InfillingTask {
         let forced = trajectories.iter().filter(|t| t.forced).count() as f64;
         BTreeMap::from([("forced_stop".to_string(), forced / n)])
     }
+}
+
+/// The all-MiniLM-L6-v2 encoder of BERTScore and diversity (fetched and cached on first use).
+fn load_encoder(device: &Device) -> Result<gfnlm_embed::SentenceEncoder, TaskError> {
+    let err = |e: String| TaskError::Eval(format!("the sentence encoder for BERTScore: {e}"));
+    let dir = gfnlm_fetch::ensure_minilm().map_err(|e| err(e.to_string()))?;
+    gfnlm_embed::SentenceEncoder::load(&dir, device).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]

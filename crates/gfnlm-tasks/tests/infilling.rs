@@ -153,10 +153,11 @@ fn evaluation_scores_samples_against_the_gold_middle_on_any_csv() {
     assert_eq!(m["stories"], 1);
     assert_eq!(m["samples_per_story"], 3);
     assert_eq!(m["examples"][0]["gold"], "She caught the bus.");
-    for k in ["bleu4", "gleu"] {
+    for k in ["bleu4", "gleu", "bertscore_f1", "diversity"] {
         let v = m[k].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&v), "{k} = {v}");
     }
+    assert_eq!(m["encoder"], "all-MiniLM-L6-v2");
     assert!(m["mean_log_r"].as_f64().unwrap() < 0.0);
     let tokens = m["mean_tokens"].as_f64().unwrap();
     assert!((5.0..=6.0).contains(&tokens), "{tokens}");
@@ -164,4 +165,79 @@ fn evaluation_scores_samples_against_the_gold_middle_on_any_csv() {
     let ctx = EvalContext { data: None, ..ctx };
     assert_eq!(t.evaluate(&ctx).unwrap().metrics["stories"], 2);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn story_mode_is_the_story_language_model_of_the_reward() {
+    let device = Device::default();
+    let tok = tokenizer();
+    let model = tiny();
+    let t = task(InfillingSettings {
+        num_train: 2,
+        num_test: 2,
+        max_len: 80,
+        mode: "story".into(),
+        ..Default::default()
+    });
+    let stories =
+        read_stories(&gfnlm_test_support::datasets_dir().join("stories/stories.csv")).unwrap();
+    let [s1, s2, s3, s4, s5] = &stories[0].sentences;
+    let ex = t.examples(Split::Train)[0].clone();
+    assert_eq!(tok.decode(&ex.prompt).unwrap(), format!("{s1} {s2} {s3}"));
+    assert_eq!(
+        tok.decode(ex.demonstration.as_ref().unwrap()).unwrap(),
+        format!(" {s4} {s5}")
+    );
+    assert!(ex.target.is_none());
+    // log R(s) = log p(s ⊤ | beginning).
+    let eos = tok.eos_id().unwrap();
+    let z = tok.encode(" He smiled at the old man and left", false).unwrap();
+    let got = t.rewards(&model, &ex, &[Trajectory::new(z.clone(), false)], &device);
+    let mut full = ex.prompt.clone();
+    full.extend(&z);
+    full.push(eos);
+    let lp = log_probs(&model, &full, &device);
+    let want: f64 = (ex.prompt.len()..full.len())
+        .map(|i| lp[i - 1][full[i] as usize])
+        .sum();
+    let last = *got[0].last().unwrap();
+    assert!((last - want).abs() < 2e-3, "{last} vs {want}");
+    // Evaluation: held-out log p(" s4 s5" | "s1 s2 s3"), the same with and without adapter here.
+    let ctx = EvalContext {
+        model: &model,
+        base: &model,
+        device: &device,
+        samples: None,
+        data: None,
+        method: None,
+        seed: 1,
+        split: Split::Test,
+    };
+    let m = t.evaluate(&ctx).unwrap().metrics;
+    assert_eq!(m["stories"], 2);
+    let want: f64 = t
+        .examples(Split::Test)
+        .iter()
+        .map(|test| {
+            let mut full = test.prompt.clone();
+            full.extend(test.demonstration.as_ref().unwrap());
+            let lp = log_probs(&model, &full, &device);
+            (test.prompt.len()..full.len())
+                .map(|i| lp[i - 1][full[i] as usize])
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / 2.0;
+    let mean = m["log_p_model"].as_f64().unwrap();
+    assert_eq!(mean, m["log_p_base"].as_f64().unwrap());
+    assert!((mean - want).abs() < 5e-3, "{mean} vs {want}");
+    let bad = InfillingTask::new(
+        &tok,
+        &gfnlm_test_support::datasets_dir(),
+        InfillingSettings {
+            mode: "poem".into(),
+            ..Default::default()
+        },
+    );
+    assert!(bad.is_err());
 }
