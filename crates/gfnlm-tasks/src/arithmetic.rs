@@ -410,6 +410,7 @@ impl ArithmeticTask {
             Some(&offsets),
             self.settings.min_len,
             self.settings.short_log_reward,
+            false,
             device,
         )
     }

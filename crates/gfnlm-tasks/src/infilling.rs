@@ -387,6 +387,31 @@ impl InfillingTask {
         trajectories: &[Trajectory],
         device: &Device,
     ) -> Vec<Vec<f64>> {
+        self.scored_rewards(base, example, trajectories, false, device)
+    }
+
+    /// log R of each trajectory's last state only (what evaluation reports), one pass.
+    pub fn terminal_rewards(
+        &self,
+        base: &dyn LanguageModel,
+        example: &Example,
+        trajectories: &[Trajectory],
+        device: &Device,
+    ) -> Vec<f64> {
+        self.scored_rewards(base, example, trajectories, true, device)
+            .iter()
+            .map(|r| r.last().copied().unwrap_or(f64::NAN))
+            .collect()
+    }
+
+    fn scored_rewards(
+        &self,
+        base: &dyn LanguageModel,
+        example: &Example,
+        trajectories: &[Trajectory],
+        terminal_only: bool,
+        device: &Device,
+    ) -> Vec<Vec<f64>> {
         let Some(story) = self.stories.get(&example.id) else {
             return trajectories
                 .iter()
@@ -406,6 +431,7 @@ impl InfillingTask {
             None,
             self.settings.min_len,
             self.settings.short_log_reward,
+            terminal_only,
             device,
         )
     }
@@ -576,7 +602,7 @@ impl Task for InfillingTask {
                 &mut rng,
                 ctx.device,
             );
-            let rewards = task.rewards(ctx.base, ex, &trajs, ctx.device);
+            let rewards = task.terminal_rewards(ctx.base, ex, &trajs, ctx.device);
             let gold = &task.stories[&ex.id].gold;
             // As the reference's eval_infill.py: the gold sentence without its last character
             // (its full stop), the sample without its first (the space after "Middle:"), both
@@ -604,7 +630,7 @@ impl Task for InfillingTask {
                 let text = task.text(&t.tokens);
                 bleu += bleu4(&reference, &hyp);
                 gl += gleu(&reference, &hyp);
-                log_r += r.last().copied().unwrap_or(f64::NAN);
+                log_r += r;
                 len += t.num_actions() as f64;
                 count += 1;
                 if shown.len() < 5 && std::ptr::eq(t, &trajs[0]) {

@@ -323,6 +323,8 @@ pub fn check_context(
 /// tokens (the state's tokens under `token_offsets`, Y without), `short` for shorter states:
 /// the reward of arithmetic and infilling, from one pass over the trajectories and one short
 /// pass of Y per distinct state length ([`gfnlm_models::generate::score_suffix_after_prefixes`]).
+/// With `terminal_only`, only each trajectory's last state is scored (evaluation reads no
+/// other), the others get `short`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn state_then_suffix_log_rewards(
     base: &dyn LanguageModel,
@@ -332,13 +334,17 @@ pub(crate) fn state_then_suffix_log_rewards(
     token_offsets: Option<&[f32]>,
     min_len: usize,
     short: f64,
+    terminal_only: bool,
     device: &Device,
 ) -> Vec<Vec<f64>> {
     let seqs: Vec<Vec<u32>> = trajectories.iter().map(|t| t.tokens.clone()).collect();
     let ends: Vec<Vec<usize>> = trajectories.iter().map(Trajectory::state_ends).collect();
     let scored: Vec<Vec<usize>> = ends
         .iter()
-        .map(|e| e.iter().copied().filter(|&k| k >= min_len).collect())
+        .map(|e| {
+            let from = if terminal_only { e.len() - 1 } else { 0 };
+            e[from..].iter().copied().filter(|&k| k >= min_len).collect()
+        })
         .collect();
     let scores = gfnlm_models::generate::score_suffix_after_prefixes(
         base,
