@@ -81,7 +81,7 @@ struct Method {
 
 /// Writes `config` with the keys of `edit` set in `[section]` (or at the top level for `None`)
 /// to `out/name`.
-fn derived_config(
+pub(crate) fn derived_config(
     config: &str,
     out: &Path,
     name: &str,
@@ -105,7 +105,7 @@ fn derived_config(
     std::fs::write(
         &path,
         format!(
-            "# Written by cargo xtask reproduce arithmetic: {config} with {}{}\n{}",
+            "# Written by cargo xtask reproduce: {config} with {}{}\n{}",
             section.map(|s| format!("[{s}] ")).unwrap_or_default(),
             edit.replace('\n', ", "),
             toml::to_string(&doc)?
@@ -136,7 +136,7 @@ fn test_subset(out: &Path, k: usize, n: usize) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn train(config: &str, run: &Path) -> Result<f64> {
+pub(crate) fn train(config: &str, run: &Path) -> Result<f64> {
     let t0 = Instant::now();
     let run_s = run.to_string_lossy().to_string();
     gfnlm(&["train", "--config", config, "--out", &run_s, "--resume"])?;
@@ -183,14 +183,14 @@ fn eval(
     read_json(json)
 }
 
-fn metric(v: &Value, key: &str) -> f64 {
+pub(crate) fn metric(v: &Value, key: &str) -> f64 {
     v.pointer(&format!("/metrics/{key}"))
         .or_else(|| v.get(key))
         .and_then(Value::as_f64)
         .unwrap_or(f64::NAN)
 }
 
-fn examples(v: &Value) -> Vec<Value> {
+pub(crate) fn examples(v: &Value) -> Vec<Value> {
     v.pointer("/metrics/examples")
         .or_else(|| v.get("examples"))
         .and_then(Value::as_array)

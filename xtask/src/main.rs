@@ -6,7 +6,8 @@
 //!   with `configs/TASK.toml`, evaluate base vs tuned with the task's evaluation, write
 //!   `results/TASK/results.md` (rng adds the histogram and the KL-vs-wall-time curve).
 //!   Re-running resumes an interrupted training run. `reproduce next-sentence [--samples N]
-//!   [--prompts K]` adds the seven decoding baselines and the likelihood–diversity plot.
+//!   [--prompts K]` adds the seven decoding baselines and the likelihood–diversity plot;
+//!   `reproduce infilling [--samples N]` trains the story reward model, SFT and GFlowNet.
 //! - `bench [criterion args]`: run the criterion benches in release mode.
 //! - `bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N]`:
 //!   issue 7's training-step timing with its sample / reward / forward+backward / AdamW parts.
@@ -19,6 +20,7 @@
 mod arithmetic;
 mod backend;
 mod fuzz;
+mod infilling;
 mod next_sentence;
 mod plot;
 
@@ -273,6 +275,9 @@ fn reproduce(task: &str, rest: &[String]) -> Result<()> {
     }
     if task == "arithmetic" {
         return arithmetic::reproduce(rest);
+    }
+    if task == "infilling" {
+        return infilling::reproduce(rest);
     }
     let r = reproduce_args(task, rest)?;
     let config = format!("configs/{task}.toml");

@@ -99,7 +99,7 @@ fn methods(n: usize, temp_end: f64) -> Vec<Method> {
 }
 
 /// A number at the config's top level (`reward_temp_end`, `steps`, …).
-fn config_number(text: &str, key: &str) -> Option<f64> {
+pub(crate) fn config_number(text: &str, key: &str) -> Option<f64> {
     let v: toml::Value = toml::from_str(text).ok()?;
     let x = v.get(key)?;
     x.as_float().or_else(|| x.as_integer().map(|i| i as f64))
