@@ -70,6 +70,24 @@ pub trait Tool: Send + Sync {
     /// Tokens to append after the action that ended `state` (every token after the prompt so
     /// far, the new action last); empty when the tool has nothing to say.
     fn call(&self, state: &[u32]) -> Vec<u32>;
+
+    /// The most tokens one [`Tool::call`] can return. Sampling ends a sequence (a forced ⊤)
+    /// before an action whose tool output could pass the model's context
+    /// ([`context_forces_stop`]).
+    fn max_output_tokens(&self) -> usize;
+}
+
+/// Whether ⊤ is forced at a state of `tokens` tokens after a prompt of `prompt` tokens because
+/// one more action and the most output of the tool (`tool_max`) would not fit in
+/// `max_positions`: the state must stay readable by the teacher-forced pass, which feeds the
+/// prompt and every token.
+pub fn context_forces_stop(
+    prompt: usize,
+    tokens: usize,
+    tool_max: usize,
+    max_positions: usize,
+) -> bool {
+    prompt + tokens + 1 + tool_max > max_positions
 }
 
 /// One sampled continuation: its tokens before ⊤, which of them a tool inserted, and whether
@@ -330,6 +348,8 @@ pub(crate) fn decode(
     let mut active: Vec<usize> = (0..n).collect();
     let mut pending: Vec<VecDeque<u32>> = vec![VecDeque::new(); n];
     let mut actions = vec![0usize; n];
+    let tool_max = tool.map_or(0, |t| t.max_output_tokens());
+    let max_positions = model.max_positions();
     loop {
         let (mut keep, mut next, mut still) = (Vec::new(), Vec::new(), Vec::new());
         for (row, &seq) in active.iter().enumerate() {
@@ -337,6 +357,17 @@ pub(crate) fn decode(
                 out[seq].push(t, true);
                 t
             } else {
+                if context_forces_stop(
+                    prompt.len(),
+                    out[seq].tokens.len(),
+                    tool_max,
+                    max_positions,
+                ) {
+                    // The next action and its tool output might not fit the context: end here
+                    // (the teacher-forced pass then reads this state as a forced stop).
+                    out[seq].forced = true;
+                    continue;
+                }
                 let p = behaviour_probs(
                     &logits[row],
                     &offsets,

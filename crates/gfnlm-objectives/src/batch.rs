@@ -168,6 +168,31 @@ impl TrajectoryBatch {
         Ok(self)
     }
 
+    /// Marks the trajectories flagged in `forced` as ending in a forced stop, at whatever length
+    /// (`max_len`, or earlier when the context was full): their log q(⊤ | s_n) at their own
+    /// length n is replaced by 0, with no gradient into the replaced entry.
+    pub fn with_forced_ends(mut self, forced: &[bool]) -> Result<Self, ObjectiveError> {
+        let b = self.batch_size();
+        if forced.len() != b {
+            return Err(ObjectiveError::Shape {
+                input: "forced",
+                expected: vec![b],
+                got: vec![forced.len()],
+            });
+        }
+        if !forced.iter().any(|&f| f) {
+            return Ok(self);
+        }
+        let t = self.steps();
+        let mut mask = vec![false; b * (t + 1)];
+        for (i, (&n, &f)) in self.lengths.iter().zip(forced).enumerate() {
+            mask[i * (t + 1) + n] = f;
+        }
+        let mask = bool_tensor(mask, [b, t + 1], &self.device());
+        self.log_pterm = self.log_pterm.mask_fill(mask, 0.0);
+        Ok(self)
+    }
+
     /// Number of trajectories B.
     pub fn batch_size(&self) -> usize {
         self.lengths.len()

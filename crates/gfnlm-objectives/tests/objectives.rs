@@ -321,6 +321,46 @@ fn forced_stop_zeroes_log_pterm_at_max_len_only() {
 }
 
 #[test]
+fn forced_ends_zero_log_pterm_at_each_flagged_trajectorys_own_length() {
+    let device = Device::flex();
+    let h = small_host(); // lengths 4, 2, 0, 3
+    // Flagging the max_len row alone is with_forced_stop.
+    let one = h
+        .batch(&device, 0.0)
+        .with_forced_ends(&[true, false, false, false])
+        .unwrap();
+    let stop = h.batch(&device, 0.0).with_forced_stop(4).unwrap();
+    assert!(close(
+        scalar(modified_subtb(&one, 1.0).unwrap()),
+        scalar(modified_subtb(&stop, 1.0).unwrap()),
+        1e-6
+    ));
+    // A shorter row stopped by a full context: its own end, nothing else.
+    let got = h
+        .batch(&device, 0.0)
+        .with_forced_ends(&[true, false, false, true])
+        .unwrap();
+    let mut want = h.clone();
+    want.pterm[0][4] = 0.0;
+    want.pterm[3][3] = 0.0;
+    assert!(close(
+        scalar(modified_subtb(&got, 1.0).unwrap()),
+        want.subtb(1.0),
+        1e-5
+    ));
+    let none = h.batch(&device, 0.0).with_forced_ends(&[false; 4]).unwrap();
+    assert!(close(
+        scalar(modified_subtb(&none, 1.0).unwrap()),
+        h.subtb(1.0),
+        1e-5
+    ));
+    assert!(matches!(
+        h.batch(&device, 0.0).with_forced_ends(&[true]),
+        Err(ObjectiveError::Shape { .. })
+    ));
+}
+
+#[test]
 fn lambda_weights_long_pairs() {
     // With λ = 0 only adjacent pairs count: a pooled mean of δ².
     let h = small_host();

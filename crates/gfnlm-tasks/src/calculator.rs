@@ -145,7 +145,16 @@ impl Calculator {
     }
 }
 
+/// The longest answer text: " -" and the digits of the largest magnitude, `MAX_OPERANDS`
+/// operands of `MAX_DIGITS` digits (32 · 10^12 has `MAX_DIGITS + 2` digits).
+pub const MAX_ANSWER_CHARS: usize = 2 + MAX_DIGITS + 2;
+
 impl Tool for Calculator {
+    /// A byte-level BPE token holds at least one character of this ASCII text.
+    fn max_output_tokens(&self) -> usize {
+        MAX_ANSWER_CHARS
+    }
+
     fn call(&self, state: &[u32]) -> Vec<u32> {
         let Some(&last) = state.last() else {
             return Vec::new();
@@ -165,6 +174,22 @@ impl Tool for Calculator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_widest_answer_fits_max_answer_chars() {
+        // As many operands of MAX_DIGITS nines as MAX_EXPRESSION_CHARS allows, all negative.
+        let term = format!("-{}", "9".repeat(MAX_DIGITS));
+        let k = MAX_EXPRESSION_CHARS / term.len();
+        let expr = term.repeat(k);
+        let value = evaluate(&expr).expect("a valid expression");
+        assert_eq!(value, -(k as i64) * (10i64.pow(MAX_DIGITS as u32) - 1));
+        assert!(format!(" {value}").len() <= MAX_ANSWER_CHARS, "{value}");
+        // One operand more is refused, so nothing wider can come back.
+        assert_eq!(evaluate(&term.repeat(k + 1)), None);
+        // The bound also covers MAX_OPERANDS full-width operands, had the text limit allowed them.
+        let widest = -(MAX_OPERANDS as i64) * (10i64.pow(MAX_DIGITS as u32) - 1);
+        assert!(format!(" {widest}").len() <= MAX_ANSWER_CHARS);
+    }
 
     #[test]
     fn evaluates_sums_and_differences_only() {

@@ -181,10 +181,9 @@ impl Update for GFlowNet {
         let log_r = Tensor::<2>::from_data(TensorData::new(lr_host, [b, t + 1]), device);
         let lengths: Vec<usize> = trajs.iter().map(Trajectory::num_actions).collect();
         let mut batch = TrajectoryBatch::new(terms.log_pf, terms.log_pterm, log_r, lengths)?;
-        let max_len = rollout.constraint.max_len;
-        if t == max_len && trajs.iter().any(|t| t.forced) {
-            batch = batch.with_forced_stop(max_len)?;
-        }
+        // Forced stops (at max_len, or earlier where the context was full) had no choice.
+        let forced: Vec<bool> = trajs.iter().map(|t| t.forced).collect();
+        batch = batch.with_forced_ends(&forced)?;
         self.pending = None;
         let loss = match self.objective {
             Objective::Subtb => modified_subtb(&batch, self.subtb_lambda)?,

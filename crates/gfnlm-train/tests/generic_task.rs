@@ -317,6 +317,10 @@ impl Tool for EchoTool {
             Vec::new()
         }
     }
+
+    fn max_output_tokens(&self) -> usize {
+        2
+    }
 }
 
 /// Tool tokens are fed to the model but are not actions: the policy terms hold one log q per
@@ -456,5 +460,73 @@ fn checkpoint_restores_the_policy_on_every_architecture() {
             .fold(0f32, f32::max);
         assert!(d < 1e-5, "{tag}: restored policy differs by {d}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Inserts five tokens after every action.
+struct FloodTool;
+
+impl Tool for FloodTool {
+    fn call(&self, _state: &[u32]) -> Vec<u32> {
+        vec![20, 21, 22, 23, 24]
+    }
+
+    fn max_output_tokens(&self) -> usize {
+        5
+    }
+}
+
+/// A tool whose output could run past the context (32 positions here; 20 actions × 6 tokens
+/// would need 123) ends each sequence with a forced ⊤ before the action that might not fit:
+/// no panic (GPT-2 refuses positions past n_positions), every state stays inside the context,
+/// and the teacher-forced pass reads the stop as forced.
+#[test]
+fn a_tool_that_could_overflow_the_context_forces_the_stop_first() {
+    let device = Device::default();
+    for model in [tiny_llama(&device), tiny_gpt2(&device)] {
+        let prompt = [5u32, 6, 7];
+        let c = Constraint {
+            min_len: 1,
+            max_len: 20,
+            ..Toy::new().constraint(&Toy::new().examples[0])
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let behaviour = Behaviour {
+            temperature: 1.0,
+            epsilon: 0.0,
+        };
+        let trajs = sample_trajectories(
+            &model,
+            &prompt,
+            32,
+            &c,
+            behaviour,
+            Some(&FloodTool),
+            &mut rng,
+            &device,
+        );
+        let max_positions = model.max_positions();
+        assert_eq!(max_positions, 32);
+        let mut stopped_by_context = 0;
+        for t in &trajs {
+            assert!(prompt.len() + t.tokens.len() <= max_positions, "{t:?}");
+            if t.forced && t.num_actions() < c.max_len {
+                stopped_by_context += 1;
+                assert!(gfnlm_models::decode::context_forces_stop(
+                    prompt.len(),
+                    t.tokens.len(),
+                    5,
+                    max_positions
+                ));
+            }
+        }
+        assert!(
+            stopped_by_context > 0,
+            "no sequence reached the context limit in 32 draws"
+        );
+        // The teacher-forced pass reads every state; forced stops carry no log q(⊤).
+        let terms = policy_terms(&model, &prompt, &trajs, &c, &device);
+        let lq = sequence_log_probs(&terms, &trajs);
+        assert!(lq.iter().all(|x| x.is_finite()), "{lq:?}");
     }
 }

@@ -267,6 +267,10 @@ impl Tool for EchoTool {
             Vec::new()
         }
     }
+
+    fn max_output_tokens(&self) -> usize {
+        2
+    }
 }
 
 /// PPO's own teacher-forced pass (hidden states → LM head) gives the same log q per decision as
