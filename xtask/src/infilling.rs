@@ -284,7 +284,11 @@ fn write_results(
         .iter()
         .filter_map(|s| crate::last_elapsed_s(&out.join(format!("run-{s}"))))
         .sum();
-    writeln!(md, "\nTraining in all: {:.1} min on this machine.\n", total / 60.0)?;
+    writeln!(
+        md,
+        "\nTraining in all: {:.1} min on this machine.\n",
+        total / 60.0
+    )?;
     // The paper's claim, checked on our numbers.
     let get = |slug: &str| rows.iter().find(|(r, _)| r.slug == slug).map(|(_, v)| v);
     if let (Some(p), Some(g)) = (get("prompting"), get("gflownet")) {

@@ -357,12 +357,8 @@ pub(crate) fn decode(
                 out[seq].push(t, true);
                 t
             } else {
-                if context_forces_stop(
-                    prompt.len(),
-                    out[seq].tokens.len(),
-                    tool_max,
-                    max_positions,
-                ) {
+                if context_forces_stop(prompt.len(), out[seq].tokens.len(), tool_max, max_positions)
+                {
                     // The next action and its tool output might not fit the context: end here
                     // (the teacher-forced pass then reads this state as a forced stop).
                     out[seq].forced = true;

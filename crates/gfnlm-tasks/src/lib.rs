@@ -21,6 +21,7 @@ pub mod calculator;
 pub mod infilling;
 pub mod next_sentence;
 pub mod rng;
+pub mod subjectivity;
 pub mod text_metrics;
 
 pub use gfnlm_models::decode::{Behaviour, Constraint, Tool, Trajectory};
@@ -270,6 +271,7 @@ pub const REGISTRY: &[Registration] = &[
     infilling::REGISTRATION,
     next_sentence::REGISTRATION,
     rng::REGISTRATION,
+    subjectivity::REGISTRATION,
 ];
 
 /// The registered names, comma-separated (for messages).
@@ -343,7 +345,11 @@ pub(crate) fn state_then_suffix_log_rewards(
         .iter()
         .map(|e| {
             let from = if terminal_only { e.len() - 1 } else { 0 };
-            e[from..].iter().copied().filter(|&k| k >= min_len).collect()
+            e[from..]
+                .iter()
+                .copied()
+                .filter(|&k| k >= min_len)
+                .collect()
         })
         .collect();
     let scores = gfnlm_models::generate::score_suffix_after_prefixes(

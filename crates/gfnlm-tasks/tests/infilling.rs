@@ -194,7 +194,9 @@ fn story_mode_is_the_story_language_model_of_the_reward() {
     assert!(ex.target.is_none());
     // log R(s) = log p(s ⊤ | beginning).
     let eos = tok.eos_id().unwrap();
-    let z = tok.encode(" He smiled at the old man and left", false).unwrap();
+    let z = tok
+        .encode(" He smiled at the old man and left", false)
+        .unwrap();
     let got = t.rewards(&model, &ex, &[Trajectory::new(z.clone(), false)], &device);
     let mut full = ex.prompt.clone();
     full.extend(&z);

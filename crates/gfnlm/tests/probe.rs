@@ -66,7 +66,11 @@ fn run(case: &Case) -> Outcome {
     };
     let stderr = reader.join().unwrap();
     if t0.elapsed() > Duration::from_secs(3) {
-        println!("probe: {} took {:.1} s", case.name, t0.elapsed().as_secs_f64());
+        println!(
+            "probe: {} took {:.1} s",
+            case.name,
+            t0.elapsed().as_secs_f64()
+        );
     }
     if stderr.contains("panicked") {
         return Outcome::Bad(format!("panicked: {}", tail(&stderr)));
@@ -307,11 +311,23 @@ fn adapter_cases(dir: &Path) -> Vec<Case> {
         ("string", json!("q_proj")),
         ("number", json!(7)),
     ] {
-        edits.push((format!("target_modules = {label}"), "target_modules", Some(v)));
+        edits.push((
+            format!("target_modules = {label}"),
+            "target_modules",
+            Some(v),
+        ));
     }
-    edits.push(("peft_type = PREFIX".into(), "peft_type", Some(json!("PREFIX_TUNING"))));
+    edits.push((
+        "peft_type = PREFIX".into(),
+        "peft_type",
+        Some(json!("PREFIX_TUNING")),
+    ));
     edits.push(("use_dora = true".into(), "use_dora", Some(json!(true))));
-    edits.push(("fan_in_fan_out = true".into(), "fan_in_fan_out", Some(json!(true))));
+    edits.push((
+        "fan_in_fan_out = true".into(),
+        "fan_in_fan_out",
+        Some(json!(true)),
+    ));
     for (i, (name, key, value)) in edits.into_iter().enumerate() {
         let d = dir.join(format!("adapter-{i}"));
         copy_dir(&src, &d);
@@ -382,9 +398,11 @@ fn cli_cases() -> Vec<Case> {
     for device in ["gpu", "cuda:99", "tch-cuda:x", ""] {
         cases.push(Case {
             name: format!("sample --device {device:?}"),
-            args: ["sample", "--model", &tiny, "--prompt", "hi", "--device", device]
-                .map(String::from)
-                .to_vec(),
+            args: [
+                "sample", "--model", &tiny, "--prompt", "hi", "--device", device,
+            ]
+            .map(String::from)
+            .to_vec(),
         });
     }
     for model in ["/no/such/model", "/dev/null", FIXTURES] {
@@ -431,7 +449,12 @@ fn hostile_inputs_end_cleanly() {
         cases.len(),
         bad.len()
     );
-    assert!(bad.is_empty(), "{} bad cases:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} bad cases:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
     // The absurd settings are mostly refused, not silently run.
     assert!(errors > 2 * ok, "{errors} errors vs {ok} runs");
     let _ = std::fs::remove_dir_all(&dir);
