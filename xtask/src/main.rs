@@ -7,7 +7,8 @@
 //!   `results/TASK/results.md` (rng adds the histogram and the KL-vs-wall-time curve).
 //!   Re-running resumes an interrupted training run. `reproduce next-sentence [--samples N]
 //!   [--prompts K]` adds the seven decoding baselines and the likelihood–diversity plot;
-//!   `reproduce infilling [--samples N]` trains the story reward model, SFT and GFlowNet.
+//!   `reproduce infilling [--samples N]` trains the story reward model, SFT and GFlowNet;
+//!   `reproduce subjectivity [--sizes 10,20,50] [--test N]` the E-step, M-step and baselines.
 //! - `bench [criterion args]`: run the criterion benches in release mode.
 //! - `bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N]`:
 //!   issue 7's training-step timing with its sample / reward / forward+backward / AdamW parts.
@@ -23,6 +24,7 @@ mod fuzz;
 mod infilling;
 mod next_sentence;
 mod plot;
+mod subjectivity;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -278,6 +280,9 @@ fn reproduce(task: &str, rest: &[String]) -> Result<()> {
     }
     if task == "infilling" {
         return infilling::reproduce(rest);
+    }
+    if task == "subjectivity" {
+        return subjectivity::reproduce(rest);
     }
     let r = reproduce_args(task, rest)?;
     let config = format!("configs/{task}.toml");
