@@ -103,7 +103,7 @@ fn reward_of_every_state_is_log_p_of_state_and_ending_after_the_beginning() {
     assert_eq!(got[0].len(), z.len() + 1);
     assert_eq!(got[1], vec![-99.0; 3], "every state shorter than min_len");
     // Evaluation scores the last state alone, to the same value.
-    let last = t.terminal_rewards(&model, &ex, &[traj.clone()], &device);
+    let last = t.terminal_rewards(&model, &ex, std::slice::from_ref(&traj), &device);
     assert!((last[0] - got[0][z.len()]).abs() < 1e-4, "{last:?}");
     for (k, &r) in got[0].iter().enumerate() {
         if k < 3 {
