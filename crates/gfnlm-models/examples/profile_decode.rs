@@ -29,7 +29,16 @@ fn main() {
         for _ in 0..n {
             let _ = layer
                 .self_attn
-                .forward(x.clone(), &m.rope.tables(0, x.dims()[1], &x.device()), None)
+                .forward(
+                    x.clone(),
+                    &m.rope.tables(0, x.dims()[1], &x.device()),
+                    &gfnlm_models::attention::CausalMask::new(
+                        x.dims()[1],
+                        x.dims()[1],
+                        &x.device(),
+                    ),
+                    None,
+                )
                 .into_data();
         }
         println!(

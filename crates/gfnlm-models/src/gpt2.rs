@@ -12,7 +12,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::attention::causal_attention;
+use crate::attention::{CausalMask, causal_attention};
 use crate::cache::KvCache;
 use crate::head::{last_position, tied_logits};
 use crate::layers::{Activation, Embedding, LayerNorm};
@@ -179,7 +179,12 @@ pub struct Gpt2Attention {
 
 impl Gpt2Attention {
     /// `x` `[batch, seq, n_embd]`; with a cache, keys/values are appended to layer `layer`.
-    pub fn forward(&self, x: Tensor<3>, cache: Option<(&mut KvCache, usize)>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: &CausalMask,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let h = self.num_heads;
         let hd = d / h;
@@ -195,7 +200,7 @@ impl Gpt2Attention {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let out = causal_attention(q, k, v, Some(self.scale));
+        let out = causal_attention(q, k, v, Some(self.scale), mask);
         self.c_proj.forward(out.swap_dims(1, 2).reshape([b, t, d]))
     }
 }
@@ -233,9 +238,14 @@ pub struct Gpt2Block {
 }
 
 impl Gpt2Block {
-    /// Applies the block to `[batch, seq, n_embd]`.
-    pub fn forward(&self, x: Tensor<3>, cache: Option<(&mut KvCache, usize)>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
+    /// Applies the block to `[batch, seq, n_embd]` under the pass's causal `mask`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: &CausalMask,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), mask, cache);
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
 }
@@ -304,10 +314,11 @@ impl Gpt2LmHeadModel {
         let positions = Tensor::<1, Int>::arange(start as i64..(start + t) as i64, &device)
             .reshape([1, t])
             .expand([b, t]);
+        let mask = CausalMask::new(t, start + t, &device);
         let mut x = self.transformer.wte.forward(tokens) + self.transformer.wpe.forward(positions);
         for (i, block) in self.transformer.h.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
-            x = block.forward(x, c);
+            x = block.forward(x, &mask, c);
         }
         self.transformer.ln_f.forward(x)
     }

@@ -13,10 +13,10 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::attention::causal_attention;
+use crate::attention::{CausalMask, causal_attention};
 use crate::cache::KvCache;
 use crate::head::last_position;
-use crate::layers::{Activation, Embedding, LayerNorm, PartialRotary};
+use crate::layers::{Activation, Embedding, LayerNorm, PartialRotary, RotaryTables};
 use crate::linear::Linear;
 
 /// Hyper-parameters of a GPT-J model (field names follow HF's `config.json`).
@@ -178,11 +178,13 @@ pub struct GptJAttention {
 }
 
 impl GptJAttention {
-    /// `x` `[batch, seq, n_embd]` at positions `start..start+seq`.
+    /// `x` `[batch, seq, n_embd]` at the positions `rope` (this layer's
+    /// [`PartialRotary::tables`]) and `mask` were built for.
     pub fn forward(
         &self,
         x: Tensor<3>,
-        start: usize,
+        rope: Option<&RotaryTables>,
+        mask: &CausalMask,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
         let [b, t, d] = x.dims();
@@ -191,16 +193,16 @@ impl GptJAttention {
         let heads = |y: Tensor<3>| y.reshape([b, t, h, hd]).swap_dims(1, 2);
         let q = self
             .rotary
-            .apply(heads(self.q_proj.forward(x.clone())), start);
+            .apply_tables(heads(self.q_proj.forward(x.clone())), rope);
         let k = self
             .rotary
-            .apply(heads(self.k_proj.forward(x.clone())), start);
+            .apply_tables(heads(self.k_proj.forward(x.clone())), rope);
         let v = heads(self.v_proj.forward(x));
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let out = causal_attention(q, k, v, None);
+        let out = causal_attention(q, k, v, None, mask);
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([b, t, d]))
     }
@@ -237,15 +239,17 @@ pub struct GptJBlock {
 }
 
 impl GptJBlock {
-    /// Applies the block to `[batch, seq, n_embd]` at positions `start..start+seq`.
+    /// Applies the block to `[batch, seq, n_embd]` at the positions `rope` and `mask` were
+    /// built for.
     pub fn forward(
         &self,
         x: Tensor<3>,
-        start: usize,
+        rope: Option<&RotaryTables>,
+        mask: &CausalMask,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
         let h = self.ln_1.forward(x.clone());
-        let attn = self.attn.forward(h.clone(), start, cache);
+        let attn = self.attn.forward(h.clone(), rope, mask, cache);
         attn + self.mlp.forward(h) + x
     }
 }
@@ -301,10 +305,19 @@ impl GptJForCausalLm {
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let [_, t] = tokens.dims();
+        let device = tokens.device();
+        // Rotary tables and the causal mask once per pass (every layer rotates alike).
+        let rope = self
+            .transformer
+            .h
+            .first()
+            .and_then(|b| b.attn.rotary.tables(start, t, &device));
+        let mask = CausalMask::new(t, start + t, &device);
         let mut x = self.transformer.wte.forward(tokens);
         for (i, block) in self.transformer.h.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
-            x = block.forward(x, start, c);
+            x = block.forward(x, rope.as_ref(), &mask, c);
         }
         self.transformer.ln_f.forward(x)
     }

@@ -90,16 +90,28 @@ impl PartialRotary {
         }
     }
 
+    /// The tables for positions `start..start+len` (same f32 values as HF: inv_freq over
+    /// `rotary_dim`, angle = position · inv_freq); `None` when nothing rotates.
+    pub fn tables(&self, start: usize, len: usize, device: &Device) -> Option<RotaryTables> {
+        (self.rotary_dim > 0)
+            .then(|| RotaryEmbedding::new(self.rotary_dim, 10_000.0).tables(start, len, device))
+    }
+
     /// Rotates `x` `[batch, heads, seq, head_dim]` at positions `start..start+seq`.
     pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+        let [_, _, t, _] = x.dims();
+        let tables = self.tables(start, t, &x.device());
+        self.apply_tables(x, tables.as_ref())
+    }
+
+    /// Rotates `x` `[batch, heads, seq, head_dim]` with the tables of its positions
+    /// ([`PartialRotary::tables`], built once per forward pass).
+    pub fn apply_tables(&self, x: Tensor<4>, tables: Option<&RotaryTables>) -> Tensor<4> {
         let [b, h, t, d] = x.dims();
         let rd = self.rotary_dim;
-        if rd == 0 {
+        let Some(RotaryTables { cos, sin }) = tables.cloned() else {
             return x;
-        }
-        // Same f32 tables as HF: inv_freq over rotary_dim, angle = position · inv_freq.
-        let RotaryTables { cos, sin } =
-            RotaryEmbedding::new(rd, 10_000.0).tables(start, t, &x.device());
+        };
         let cos: Tensor<5> = cos.reshape([1, 1, t, rd / 2, 1]);
         let sin: Tensor<5> = sin.reshape([1, 1, t, rd / 2, 1]);
         let rot: Tensor<5> =

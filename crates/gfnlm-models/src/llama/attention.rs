@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use crate::attention::causal_attention;
+use crate::attention::{CausalMask, causal_attention};
 use crate::cache::KvCache;
 use crate::layers::RotaryTables;
 use crate::linear::Linear;
@@ -28,11 +28,12 @@ pub struct LlamaAttention {
 }
 
 impl LlamaAttention {
-    /// `x` `[batch, seq, hidden]` at the positions `rope` was built for.
+    /// `x` `[batch, seq, hidden]` at the positions `rope` and `mask` were built for.
     pub fn forward(
         &self,
         x: Tensor<3>,
         rope: &RotaryTables,
+        mask: &CausalMask,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
@@ -63,7 +64,7 @@ impl LlamaAttention {
         let k = repeat_kv(k, h / kvh);
         let v = repeat_kv(v, h / kvh);
 
-        let out = causal_attention(q, k, v, None);
+        let out = causal_attention(q, k, v, None, mask);
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
         self.o_proj.forward(out)
     }

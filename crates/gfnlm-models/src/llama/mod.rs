@@ -18,6 +18,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::attention::CausalMask;
 use crate::cache::KvCache;
 use crate::head::{last_position, tied_logits};
 use crate::layers::{Embedding, RmsNorm, RotaryEmbedding, RotaryTables};
@@ -203,16 +204,18 @@ pub struct LlamaDecoderLayer {
 }
 
 impl LlamaDecoderLayer {
-    /// Applies the block to `x` `[batch, seq, hidden]` at the positions `rope` was built for.
+    /// Applies the block to `x` `[batch, seq, hidden]` at the positions `rope` and `mask`
+    /// were built for.
     pub fn forward(
         &self,
         x: Tensor<3>,
         rope: &RotaryTables,
+        mask: &CausalMask,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
         let h = self
             .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), rope, cache);
+            .forward(self.input_layernorm.forward(x.clone()), rope, mask, cache);
         let x = x + h;
         let h = self
             .mlp
@@ -311,11 +314,13 @@ impl LlamaForCausalLm {
     ) -> Tensor<3> {
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let [_, t] = tokens.dims();
+        // RoPE tables and the causal mask once per pass, shared by every layer.
         let tables = self.rope.tables(start, t, &tokens.device());
+        let mask = CausalMask::new(t, start + t, &tokens.device());
         let mut x = self.model.embed_tokens.forward(tokens);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(x, &tables, c);
+            x = layer.forward(x, &tables, &mask, c);
         }
         self.model.norm.forward(x)
     }
