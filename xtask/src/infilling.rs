@@ -177,7 +177,7 @@ pub fn reproduce(rest: &[String]) -> Result<()> {
             label: "ablation: GFlowNet at half its steps",
             slug: "gflownet-half",
             config: gfn.clone(),
-            adapter: Some(out.join(format!("run-gflownet/checkpoints/step-{half}"))),
+            adapter: Some(out.join(format!("run-gflownet/checkpoints/step-{half}/adapter"))),
             run: None,
         },
     ];
