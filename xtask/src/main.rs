@@ -32,7 +32,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-const USAGE: &str = "usage: cargo xtask <fetch-model [smollm2|minilm|all] | reproduce TASK|all [--steps N] [--with-ppo (rng)] [--queries N (arithmetic)] [--out DIR] [--device D] [--precision P] \
+const USAGE: &str = "usage: cargo xtask <fetch-model [smollm2|minilm|all] | reproduce TASK|all [--steps N] [--with-ppo (rng)] [--queries N (arithmetic)] [--samples N (infilling, next-sentence, arithmetic)] [--sizes 10,20,50] [--test N] (subjectivity) [--out DIR] [--device D] [--precision P] \
      | bench [ARGS...] | bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch] [cuda] | fuzz [--seconds N] [--seed S] [--target T]>";
 
 fn main() -> Result<()> {
