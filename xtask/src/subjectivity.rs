@@ -244,7 +244,7 @@ fn write_results(a: &Args, zero: &Value, few: &Value, sizes: &[SizeResult]) -> R
     )?;
     writeln!(
         md,
-        "## Ours\n\n| method | {} | training (per size) |\n|{}---|",
+        "## Ours\n\n| method | {} | training (per size) |\n|---|{}---|",
         head.join(" | "),
         "---|".repeat(sizes.len())
     )?;
@@ -311,12 +311,28 @@ fn write_results(a: &Args, zero: &Value, few: &Value, sizes: &[SizeResult]) -> R
         row(&mut md, label, cells, time)?;
     }
     let n = a.test as f64;
+    // The class balance of the evaluated sentences: what a constant answer scores.
+    let objective = std::fs::read_to_string("datasets/subj/test.jsonl")
+        .context("reading datasets/subj/test.jsonl")?
+        .lines()
+        .take(a.test)
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v.get("label").and_then(Value::as_u64))
+                == Some(0)
+        })
+        .count();
     writeln!(
         md,
-        "\nWith {} test sentences, one sentence is {:.0} points; the standard error of an accuracy of 70 % is ±{:.1} points.\n",
+        "\nWith {} test sentences, one sentence is {:.0} point(s); the standard error of an accuracy of 70 % is ±{:.1} points. The first {} test sentences are {objective} objective and {} subjective, so always answering \"objective\" scores {:.0} and always \"subjective\" {:.0}.\n",
         a.test,
         100.0 / n,
-        100.0 * (0.7 * 0.3 / n).sqrt()
+        100.0 * (0.7 * 0.3 / n).sqrt(),
+        a.test,
+        a.test - objective,
+        100.0 * objective as f64 / n,
+        100.0 * (a.test - objective) as f64 / n,
     )?;
     writeln!(
         md,
