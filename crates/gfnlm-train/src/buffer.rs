@@ -132,6 +132,16 @@ impl ReplayBuffer {
         true
     }
 
+    /// The best `n` entries of every prompt (best first), prompts in insertion order: what a
+    /// rank sends to the others in a replay exchange.
+    pub fn best(&self, n: usize) -> Vec<(Vec<u32>, Vec<Entry>)> {
+        self.buckets
+            .iter()
+            .map(|(p, b)| (p.clone(), b.iter().take(n).cloned().collect()))
+            .filter(|(_, b): &(Vec<u32>, Vec<Entry>)| !b.is_empty())
+            .collect()
+    }
+
     /// Draws `n` entries for `prompt` uniformly with replacement (`None` when empty).
     pub fn sample(&self, prompt: &[u32], n: usize, rng: &mut ChaCha8Rng) -> Option<Vec<Entry>> {
         let bucket = self.bucket(prompt).filter(|b| !b.is_empty())?;

@@ -55,6 +55,34 @@ impl Default for LoraSection {
     }
 }
 
+/// Data-parallel runs (several ranks under `mpirun`, see docs/scale-out.md); ignored by a
+/// single process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributedSection {
+    /// Every N steps each rank offers its best `exchange_top` replay entries per prompt to
+    /// every other rank (all-gather); 0 never.
+    pub exchange_every: usize,
+    /// Entries per prompt each rank sends in an exchange.
+    pub exchange_top: usize,
+    /// Every N steps the ranks compare a digest of their adapters (8 bytes each) and stop the
+    /// run if they differ; 0 never.
+    pub check_every: usize,
+}
+
+impl Default for DistributedSection {
+    fn default() -> Self {
+        Self {
+            exchange_every: 10,
+            exchange_top: 4,
+            check_every: 10,
+        }
+    }
+}
+
+/// Most entries per prompt a rank sends in one replay exchange.
+pub const MAX_EXCHANGE_TOP: usize = 10_000;
+
 /// The learning rule applied to each rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -177,6 +205,8 @@ pub struct TrainConfig {
     pub init_adapter: Option<String>,
     /// LoRA.
     pub lora: LoraSection,
+    /// Data-parallel runs over several ranks.
+    pub distributed: DistributedSection,
     /// Task: `name` plus the task's own keys (validated by the task; see docs/training.md).
     pub task: TaskSection,
 }
@@ -224,6 +254,7 @@ impl Default for TrainConfig {
             base_adapter: None,
             init_adapter: None,
             lora: LoraSection::default(),
+            distributed: DistributedSection::default(),
             task: TaskSection::default(),
         }
     }
@@ -266,6 +297,12 @@ impl TrainConfig {
             if v == 0 || v > max {
                 p.push(format!("{name} must be in 1..={max}, got {v}"));
             }
+        }
+        if self.distributed.exchange_top > MAX_EXCHANGE_TOP {
+            p.push(format!(
+                "[distributed] exchange_top must be ≤ {MAX_EXCHANGE_TOP}, got {}",
+                self.distributed.exchange_top
+            ));
         }
         if self.buffer_size > MAX_BUFFER_SIZE {
             p.push(format!(

@@ -5,6 +5,8 @@
 //!   [`gfnlm_models::decode`]) → the task's rewards → the update's loss → AdamW; checkpoints
 //!   and exact resume (checkpoints carry a SHA-256 manifest; resume falls back past damaged
 //!   ones);
+//! - [`collective`]: the [`Collective`] trait of data-parallel runs ([`SingleProcess`] by
+//!   default; MPI behind the `mpi` feature): gradient all-reduce, rank-0 checkpoints;
 //! - [`lock`]: the exclusive lock on a run folder ([`RunLock`]);
 //! - [`update`]: the [`Update`] trait and [`GFlowNet`] (modified SubTB, DB, TB with log Z per
 //!   prompt, VarGrad); [`sft`]: supervised fine-tuning on demonstrations; [`ppo`]: PPO (value
@@ -15,6 +17,7 @@
 
 pub mod base_adapter;
 pub mod buffer;
+pub mod collective;
 pub mod config;
 pub mod exact_f64;
 pub mod lock;
@@ -28,6 +31,7 @@ pub mod update;
 
 pub use base_adapter::merge_base_adapter;
 pub use buffer::ReplayBuffer;
+pub use collective::{Collective, CollectiveError, SingleProcess};
 pub use config::TrainConfig;
 pub use gfnlm_models::decode::{
     PolicyTerms, Trajectory, policy_terms, sample_trajectories, sequence_log_probs,

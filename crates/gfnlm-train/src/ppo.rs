@@ -508,6 +508,11 @@ impl Ppo {
 }
 
 impl Update for Ppo {
+    /// The value head's gradients and PPO's several passes are not averaged across ranks yet.
+    fn data_parallel(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> String {
         "ppo".into()
     }

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use burn::module::{Module, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 use gfnlm_lora::{AdaptableModel, LoraConfig};
 use gfnlm_models::CausalLm;
 use gfnlm_models::decode::{Behaviour, sample_trajectories};
@@ -21,6 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::buffer::{Entry, ReplayBuffer};
+use crate::collective::{Collective, CollectiveError, SingleProcess, fnv1a_f32};
 use crate::config::TrainConfig;
 use crate::schedule::{LrSchedule, RewardTemperature};
 use crate::update::{Rollout, RolloutSource, Update, UpdateLoss};
@@ -59,6 +61,15 @@ pub enum TrainError {
         /// What failed.
         message: String,
     },
+    /// The ranks of a data-parallel run disagree, or a collective operation failed.
+    #[error("ranks: {0}")]
+    Ranks(String),
+}
+
+impl From<CollectiveError> for TrainError {
+    fn from(e: CollectiveError) -> Self {
+        TrainError::Ranks(e.0)
+    }
 }
 
 /// Metrics of one optimizer step (one JSONL line).
@@ -97,6 +108,14 @@ pub struct StepStats {
     /// Of which: the update rule's losses and their backward passes (all passes).
     #[serde(default)]
     pub update_s: f64,
+    /// Ranks the step's figures were reduced over (absent in a single process): loss,
+    /// rewards, valid fraction, lengths and `skipped` are over all ranks' micro-batches; the
+    /// timings, `log_ratio_var`, `behaviour` and the task's metrics are rank 0's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<usize>,
+    /// Seconds rank 0 spent in the gradient all-reduce (data-parallel runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allreduce_s: Option<f64>,
     /// log Z after the step (objective `tb` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_z: Option<f64>,
@@ -121,6 +140,27 @@ struct RunState {
     /// The update rule's own state (e.g. log Z per prompt).
     #[serde(default)]
     update: serde_json::Value,
+    /// Ranks of the run that wrote it; ranks 1.. keep their own RNG and buffer in
+    /// `ranks/rank-R.json` ([`RankState`]).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    world_size: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+/// What differs between the ranks of a data-parallel run (rank 0's is in `state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RankState {
+    rank: usize,
+    rng: ChaCha8Rng,
+    buffer: ReplayBuffer,
+    nonfinite_streak: usize,
 }
 
 /// A fine-tuning run: any [`CausalLm`], any [`Task`], any [`Update`] rule.
@@ -141,6 +181,7 @@ pub struct Trainer {
     device: Device,
     rng: ChaCha8Rng,
     nonfinite_streak: usize,
+    collective: Rc<dyn Collective>,
 }
 
 /// The LoRA config of a training config.
@@ -262,11 +303,169 @@ impl Trainer {
             optim,
             device,
             nonfinite_streak: 0,
+            collective: Rc::new(SingleProcess),
         };
         if trainer.cfg.seed_buffer && trainer.update.source() == RolloutSource::Sample {
             trainer.seed_buffer();
         }
         Ok(trainer)
+    }
+
+    /// Makes this trainer one rank of a data-parallel run over `collective` (before the first
+    /// step or resume): its sampling RNG takes the rank's own stream of the seed (rank 0 keeps
+    /// the single-process stream), prompts are drawn per rank, gradients and the update rule's
+    /// own parameters are averaged over the ranks before every optimizer step, and checkpoints
+    /// are written by rank 0 with every rank's RNG and buffer. Refused for rules that cannot
+    /// average their state yet (PPO's value head).
+    pub fn set_collective(&mut self, collective: Rc<dyn Collective>) -> Result<(), TrainError> {
+        if collective.size() > 1 && !self.update.data_parallel() {
+            return Err(TrainError::Config(format!(
+                "update '{}' does not run data-parallel yet (its own parameters are not averaged \
+                 across ranks): run it in one process",
+                self.update.name()
+            )));
+        }
+        self.rng = ChaCha8Rng::seed_from_u64(self.cfg.seed);
+        self.rng.set_stream(collective.rank() as u64);
+        self.collective = collective;
+        Ok(())
+    }
+
+    /// The collective this trainer runs over ([`SingleProcess`] unless
+    /// [`Self::set_collective`] was called).
+    pub fn collective(&self) -> &dyn Collective {
+        &*self.collective
+    }
+
+    /// Checks that every rank is at the same step (after a resume); an error names the steps.
+    pub fn check_ranks_at_same_step(&self) -> Result<(), TrainError> {
+        if self.collective.size() == 1 {
+            return Ok(());
+        }
+        let all = self
+            .collective
+            .all_gather_bytes(&(self.step as u64).to_le_bytes())?;
+        let steps: Vec<u64> = all
+            .iter()
+            .map(|b| u64::from_le_bytes(b[..8].try_into().unwrap_or([0xff; 8])))
+            .collect();
+        if steps.iter().any(|&s| s != steps[0]) {
+            return Err(TrainError::Ranks(format!(
+                "the ranks resumed at different steps {steps:?}: every rank must see the same \
+                 checkpoint folder (a shared file system)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Host copies of every adapter parameter, in the walk order every rank shares.
+    fn adapter_params(&self) -> Vec<(ParamId, [usize; 2], Tensor<2>)> {
+        let mut out = Vec::new();
+        self.model.for_each_linear(&mut |_, lin| {
+            if let Some(l) = &lin.lora {
+                for p in [&l.lora_a, &l.lora_b] {
+                    let v = p.val();
+                    out.push((p.id, v.dims(), v));
+                }
+            }
+        });
+        out
+    }
+
+    /// Averages the step's gradients over the ranks: one flattened f32 buffer (every adapter
+    /// parameter in walk order, zeros where a rank had none, and its count of finite
+    /// micro-batches last) through one all-reduce. Returns the averaged gradients (`None`
+    /// when no rank had a finite micro-batch) and whether any rank had one. In one process
+    /// the gradients pass through untouched.
+    fn reduce_gradients(
+        &self,
+        grads: GradientsParams,
+        finite_local: usize,
+    ) -> Result<(Option<GradientsParams>, bool, Option<f64>), TrainError> {
+        let world = self.collective.size();
+        if world == 1 {
+            return Ok(((!grads.is_empty()).then_some(grads), finite_local > 0, None));
+        }
+        let t = Instant::now();
+        let params = self.adapter_params();
+        let total: usize = params.iter().map(|(_, s, _)| s[0] * s[1]).sum();
+        let mut flat: Vec<f32> = Vec::with_capacity(total + 1);
+        for (id, shape, _) in &params {
+            match grads.get::<2>(*id) {
+                Some(g) => flat.extend(
+                    g.into_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .expect("f32 gradient"),
+                ),
+                None => flat.extend(std::iter::repeat_n(0.0, shape[0] * shape[1])),
+            }
+        }
+        flat.push(finite_local as f32);
+        self.collective.all_reduce_sum_f32(&mut flat)?;
+        let finite_total = flat.pop().unwrap_or(0.0);
+        if finite_total < 0.5 {
+            return Ok((None, false, Some(t.elapsed().as_secs_f64())));
+        }
+        let inv = 1.0 / world as f32;
+        let device = self.device.clone().without_autodiff();
+        let mut out = GradientsParams::new();
+        let mut offset = 0;
+        for (id, shape, _) in params {
+            let n = shape[0] * shape[1];
+            let mean: Vec<f32> = flat[offset..offset + n].iter().map(|g| g * inv).collect();
+            out.register(
+                id,
+                Tensor::<2>::from_data(TensorData::new(mean, shape), &device),
+            );
+            offset += n;
+        }
+        Ok((Some(out), true, Some(t.elapsed().as_secs_f64())))
+    }
+
+    /// Every rank sends its best `exchange_top` replay entries per prompt to all others
+    /// (all-gather), which offer them to their own buffers, in rank order.
+    fn exchange_buffers(&mut self) -> Result<(), TrainError> {
+        let top = self.cfg.distributed.exchange_top;
+        let mine = serde_json::to_vec(&self.buffer.best(top)).expect("entries serialise");
+        let all = self.collective.all_gather_bytes(&mine)?;
+        let rank = self.collective.rank();
+        for (r, bytes) in all.iter().enumerate().filter(|(r, _)| *r != rank) {
+            let theirs: Vec<(Vec<u32>, Vec<Entry>)> = serde_json::from_slice(bytes)
+                .map_err(|e| TrainError::Ranks(format!("replay entries of rank {r}: {e}")))?;
+            for (prompt, entries) in theirs {
+                for e in entries {
+                    self.buffer.add(&prompt, e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A digest of the adapters' and the update rule's state; the ranks compare theirs.
+    fn check_ranks_agree(&self) -> Result<(), TrainError> {
+        let values = self.adapter_params().into_iter().flat_map(|(_, _, v)| {
+            v.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 adapters")
+        });
+        let state = serde_json::to_vec(&self.update.state()).expect("state serialises");
+        let digest = fnv1a_f32(values) ^ fnv1a_f32(state.iter().map(|&b| b as f32));
+        let all = self.collective.all_gather_bytes(&digest.to_le_bytes())?;
+        if all.iter().any(|d| d[..] != all[0][..]) {
+            let digests: Vec<String> = all
+                .iter()
+                .map(|d| d.iter().rev().map(|b| format!("{b:02x}")).collect())
+                .collect();
+            return Err(TrainError::Ranks(format!(
+                "the adapters differ across ranks after step {} (digests by rank: {}); the \
+                 ranks no longer run the same model — resume from the last checkpoint",
+                self.step,
+                digests.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     /// Offers every training example's demonstrations to the replay buffer, scored by the
@@ -346,7 +545,9 @@ impl Trainer {
         if train.len() == 1 {
             return train[0].clone();
         }
-        let stream = (self.step * self.cfg.grad_accum + micro) as u64;
+        // Rank r of N draws the prompts single-process step (step·N + r) would.
+        let (world, rank) = (self.collective.size(), self.collective.rank());
+        let stream = ((self.step * world + rank) * self.cfg.grad_accum + micro) as u64;
         let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0x9e37_79b9_7f4a_7c15);
         rng.set_stream(stream);
         if train.iter().all(|e| e.weight == train[0].weight) {
@@ -583,11 +784,15 @@ impl Trainer {
                 kept.push((micro, example, constraint, s, flags));
             }
         }
-        let grads = accum.grads();
-        if !grads.is_empty() {
+        let (grads, any_finite, allreduce_s) =
+            self.reduce_gradients(accum.grads(), losses.len())?;
+        if let Some(grads) = grads {
             self.model = self.optim.step(lr, self.model.clone(), grads);
         }
-        if !losses.is_empty() {
+        if self.collective.size() > 1 {
+            self.update.all_reduce(&*self.collective)?;
+        }
+        if any_finite {
             self.update.after_step();
         }
         // Passes 1.. over the same rollouts (PPO epochs), one optimizer step each at this
@@ -632,20 +837,49 @@ impl Trainer {
             }
         }
         self.step += 1;
-        let n = term_r.len().max(1) as f64;
-        let best = term_r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        // Sums over every rank's micro-batches (a single process: its own).
+        let mut sums = [
+            losses.iter().sum::<f64>(),
+            losses.len() as f64,
+            term_r.iter().sum::<f64>(),
+            term_r.len() as f64,
+            valid as f64,
+            lens.iter().sum::<usize>() as f64,
+            skipped as f64,
+        ];
+        let mut best = term_r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let world = self.collective.size();
+        if world > 1 {
+            self.collective.all_reduce_sum_f64(&mut sums)?;
+            let all = self.collective.all_gather_bytes(&best.to_le_bytes())?;
+            best = all
+                .iter()
+                .map(|b| f64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])))
+                .fold(f64::NEG_INFINITY, f64::max);
+            let d = self.cfg.distributed.clone();
+            if d.exchange_every > 0 && self.step.is_multiple_of(d.exchange_every) {
+                self.exchange_buffers()?;
+            }
+            if d.check_every > 0 && self.step.is_multiple_of(d.check_every) {
+                self.check_ranks_agree()?;
+            }
+        }
+        let [loss_sum, n_loss, r_sum, n_r, valid, len_sum, skipped] = sums;
+        let n = n_r.max(1.0);
         Ok(StepStats {
             step: self.step,
-            loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
-            mean_log_r: term_r.iter().sum::<f64>() / n,
+            loss: loss_sum / n_loss.max(1.0),
+            mean_log_r: r_sum / n,
             max_log_r: best,
-            valid_frac: valid as f64 / n,
-            mean_len: lens.iter().sum::<usize>() as f64 / n,
+            valid_frac: valid / n,
+            mean_len: len_sum / n,
             log_ratio_var: var,
             lr,
             reward_temp: t_r,
             behaviour,
-            skipped,
+            skipped: skipped as usize,
+            ranks: (world > 1).then_some(world),
+            allreduce_s,
             seconds: t0.elapsed().as_secs_f64(),
             sample_s,
             reward_s,
@@ -665,12 +899,34 @@ impl Trainer {
     ///
     /// The files are written into `dir/.tmp-step-N`, flushed to disk and renamed into place, so
     /// a killed run leaves either the whole checkpoint or none of it.
+    ///
+    /// In a data-parallel run every rank calls it: the ranks send their RNG and buffer to
+    /// rank 0 (all-gather), which alone writes the folder, with `ranks/rank-R.json` for
+    /// ranks 1.. beside the shared adapters, optimizer and `state.json`.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<PathBuf, TrainError> {
         let err = |path: &Path, e: &dyn std::fmt::Display| TrainError::Checkpoint {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
         let name = format!("step-{}", self.step);
+        let world = self.collective.size();
+        let rank_states = if world > 1 {
+            let mine = RankState {
+                rank: self.collective.rank(),
+                rng: self.rng.clone(),
+                buffer: self.buffer.clone(),
+                nonfinite_streak: self.nonfinite_streak,
+            };
+            let all = self
+                .collective
+                .all_gather_bytes(&serde_json::to_vec_pretty(&mine).expect("state serialises"))?;
+            if self.collective.rank() != 0 {
+                return Ok(dir.join(&name));
+            }
+            all
+        } else {
+            Vec::new()
+        };
         fs::create_dir_all(dir).map_err(|e| err(dir, &e))?;
         // Leftovers of a run killed while writing or pruning (one trainer per folder: the
         // CLI holds a lock on the run folder).
@@ -689,6 +945,7 @@ impl Trainer {
             nonfinite_streak: self.nonfinite_streak,
             config: self.cfg.clone(),
             update: self.update.state(),
+            world_size: world,
         };
         let sp = tmp.join("state.json");
         fs::write(
@@ -696,6 +953,14 @@ impl Trainer {
             serde_json::to_vec_pretty(&state).expect("state serialises"),
         )
         .map_err(|e| err(&sp, &e))?;
+        if world > 1 {
+            let ranks = tmp.join("ranks");
+            fs::create_dir_all(&ranks).map_err(|e| err(&ranks, &e))?;
+            for (r, bytes) in rank_states.iter().enumerate().skip(1) {
+                let rp = ranks.join(format!("rank-{r}.json"));
+                fs::write(&rp, bytes).map_err(|e| err(&rp, &e))?;
+            }
+        }
         let manifest = Manifest {
             format: 1,
             step: self.step,
@@ -803,6 +1068,27 @@ impl Trainer {
                 sp.display()
             )));
         }
+        let (world, rank) = (self.collective.size(), self.collective.rank());
+        if state.world_size != world {
+            return Err(TrainError::Config(format!(
+                "{} was written by a run of {} rank(s), this run has {world}: resume with \
+                 `mpirun -np {}` (each rank restores its own RNG and replay buffer), or --restart",
+                sp.display(),
+                state.world_size,
+                state.world_size
+            )));
+        }
+        let own = if rank > 0 {
+            let rp = ckpt.join("ranks").join(format!("rank-{rank}.json"));
+            let text = fs::read_to_string(&rp).map_err(|e| err(&rp, &e))?;
+            let r: RankState = serde_json::from_str(&text).map_err(|e| err(&rp, &e))?;
+            if r.rank != rank {
+                return Err(err(&rp, &format!("holds rank {}'s state", r.rank)));
+            }
+            Some(r)
+        } else {
+            None
+        };
         // Everything is loaded into copies first, so a failure leaves the trainer as it was.
         let mut model = self.model.clone();
         gfnlm_lora::load_peft(&mut model, &ckpt.join("adapter"), &self.device)?;
@@ -820,9 +1106,18 @@ impl Trainer {
         self.model = model;
         self.optim = optim;
         self.step = state.step;
-        self.rng = state.rng;
-        self.buffer = state.buffer;
-        self.nonfinite_streak = state.nonfinite_streak;
+        match own {
+            Some(r) => {
+                self.rng = r.rng;
+                self.buffer = r.buffer;
+                self.nonfinite_streak = r.nonfinite_streak;
+            }
+            None => {
+                self.rng = state.rng;
+                self.buffer = state.buffer;
+                self.nonfinite_streak = state.nonfinite_streak;
+            }
+        }
         Ok(verification)
     }
 }

@@ -16,6 +16,7 @@ use gfnlm_objectives::{
 use gfnlm_tasks::{Constraint, Example, Trajectory};
 use serde::{Deserialize, Serialize};
 
+use crate::collective::{Collective, CollectiveError};
 use crate::config::{Objective, TrainConfig, UpdateRule};
 use crate::log_z::LogZ;
 use crate::trainer::TrainError;
@@ -82,8 +83,20 @@ pub trait Update: Send {
     /// Called with the gradients of the last finite loss, before they reach the optimizer:
     /// read the gradients of the rule's own parameters (e.g. log Z) here.
     fn after_backward(&mut self, _grads: &Gradients) {}
+    /// Whether the rule can run data-parallel ([`crate::Trainer::set_collective`]): its
+    /// own parameters are averaged by [`Update::all_reduce`] and it takes one optimizer step
+    /// per training step.
+    fn data_parallel(&self) -> bool {
+        self.passes() == 1
+    }
+    /// Data-parallel runs only, on every rank, once per step before [`Update::after_step`]:
+    /// average the gradients of the rule's own parameters (collected in
+    /// [`Update::after_backward`]) over the ranks, so every rank steps them alike.
+    fn all_reduce(&mut self, _collective: &dyn Collective) -> Result<(), CollectiveError> {
+        Ok(())
+    }
     /// Called once per optimizer step, after the policy's update, when at least one
-    /// micro-batch was finite: step the rule's own parameters.
+    /// micro-batch was finite (on any rank): step the rule's own parameters.
     fn after_step(&mut self) {}
     /// The rule's learned log Z to report, if it has one.
     fn log_z(&self) -> Option<f64> {
@@ -211,6 +224,31 @@ impl Update for GFlowNet {
         {
             *self.grads.entry(key).or_default() += g.into_scalar::<f32>() as f64;
         }
+    }
+
+    /// log Z gradients are keyed by prompt and ranks draw different prompts: every rank
+    /// sends its map, every rank sums them all by key and divides by the number of ranks.
+    fn all_reduce(&mut self, collective: &dyn Collective) -> Result<(), CollectiveError> {
+        if self.objective != Objective::Tb {
+            return Ok(());
+        }
+        let mine: Vec<(String, u64)> = self
+            .grads
+            .iter()
+            .map(|(k, g)| (k.clone(), g.to_bits()))
+            .collect();
+        let bytes = serde_json::to_vec(&mine).expect("log Z gradients serialise");
+        let mut sum: BTreeMap<String, f64> = BTreeMap::new();
+        for (r, b) in collective.all_gather_bytes(&bytes)?.iter().enumerate() {
+            let theirs: Vec<(String, u64)> = serde_json::from_slice(b)
+                .map_err(|e| CollectiveError(format!("log Z gradients of rank {r}: {e}")))?;
+            for (k, g) in theirs {
+                *sum.entry(k).or_default() += f64::from_bits(g);
+            }
+        }
+        let n = collective.size() as f64;
+        self.grads = sum.into_iter().map(|(k, g)| (k, g / n)).collect();
+        Ok(())
     }
 
     fn after_step(&mut self) {

@@ -3,6 +3,7 @@
 mod embed_cmd;
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -16,7 +17,7 @@ use gfnlm_models::search::{self, DecodeMethod};
 use gfnlm_models::{CausalLm, load_llama_from_gguf, parse_device};
 use gfnlm_tasks::{EvalContext, Split, Task, TaskInputs, TaskSection};
 use gfnlm_tokenizer::Tokenizer;
-use gfnlm_train::{TrainConfig, Trainer};
+use gfnlm_train::{Collective, SingleProcess, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -632,7 +633,53 @@ fn build_task(cfg: &TrainConfig, args: &TaskArgs, tokenizer: &Tokenizer) -> Resu
     Ok(gfnlm_tasks::from_config(&cfg.task, &inputs)?)
 }
 
+/// The collective of this process: MPI when an MPI launcher started it (and MPI is compiled
+/// in), else one process.
+fn collective() -> Result<Rc<dyn Collective>> {
+    let announced = gfnlm_train::collective::launcher_world_size();
+    #[cfg(feature = "mpi")]
+    if announced.is_some() {
+        let c = gfnlm_train::collective::mpi::MpiCollective::init().map_err(anyhow::Error::msg)?;
+        return Ok(Rc::new(c));
+    }
+    #[cfg(not(feature = "mpi"))]
+    match announced {
+        Some(1) | None => {}
+        Some(n) => bail!(
+            "{}, but this gfnlm was built without MPI: build it with `cargo build --release -p \
+             gfnlm --features mpi` (after `cargo xtask setup-backend mpi`), or run one process \
+             without mpirun",
+            if n == 0 {
+                "GFNLM_MPI=1 asks for MPI".to_string()
+            } else {
+                format!("started as one of {n} MPI ranks")
+            }
+        ),
+    }
+    Ok(Rc::new(SingleProcess))
+}
+
+/// `gfnlm train`: in a data-parallel run (under `mpirun`) an error on any rank stops every rank
+/// (MPI_Abort) instead of leaving the others waiting in a collective.
 fn run_train(args: TrainArgs) -> Result<()> {
+    let collective = collective()?;
+    let result = train_ranked(args, collective.clone());
+    if let Err(e) = &result
+        && collective.size() > 1
+    {
+        eprintln!(
+            "gfnlm (rank {} of {}): error: {e:#}\ngfnlm: stopping every rank of the job",
+            collective.rank(),
+            collective.size()
+        );
+        collective.abort(1);
+    }
+    result
+}
+
+fn train_ranked(args: TrainArgs, collective: Rc<dyn Collective>) -> Result<()> {
+    let (rank, world) = (collective.rank(), collective.size());
+    let lead = rank == 0;
     let mut cfg = load_config(&args.task)?;
     if let Some(s) = args.steps {
         cfg.steps = s;
@@ -648,12 +695,17 @@ fn run_train(args: TrainArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("results/{}/run", cfg.task.name)));
     // One trainer per folder: the lock is taken before anything is loaded or written, and
-    // held until the process ends.
+    // held until the process ends (by rank 0, the only writer, in a data-parallel run).
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let (_lock, stale) = gfnlm_train::RunLock::acquire(&out).map_err(anyhow::Error::msg)?;
-    if let Some(note) = stale {
-        eprintln!("gfnlm: {note}");
-    }
+    let _lock = if lead {
+        let (lock, stale) = gfnlm_train::RunLock::acquire(&out).map_err(anyhow::Error::msg)?;
+        if let Some(note) = stale {
+            eprintln!("gfnlm: {note}");
+        }
+        Some(lock)
+    } else {
+        None
+    };
     let ckpt_dir = out.join("checkpoints");
     let metrics_path = out.join("metrics.jsonl");
     let held = gfnlm_train::trainer::checkpoint_folders(&ckpt_dir);
@@ -672,7 +724,18 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let model = l.model.to_device(&device);
     let update = gfnlm_train::update_from_config(&cfg);
     let mut trainer = Trainer::new(cfg.clone(), model, task, update, device)?;
-    if args.restart && ckpt_dir.exists() {
+    trainer.set_collective(collective.clone())?;
+    if world > 1 && lead {
+        eprintln!(
+            "gfnlm: data-parallel over {world} ranks (MPI): each samples {} × {} trajectories a \
+             step, {} in all; gradients are averaged over the ranks; rank 0 writes {}",
+            cfg.grad_accum,
+            cfg.batch_size,
+            world * cfg.grad_accum * cfg.batch_size,
+            out.display()
+        );
+    }
+    if args.restart && lead && ckpt_dir.exists() {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -691,35 +754,51 @@ fn run_train(args: TrainArgs) -> Result<()> {
         }
     }
     if args.resume {
-        match trainer.resume_latest(&ckpt_dir) {
-            Ok(Some(r)) => {
-                for (ckpt, why) in &r.skipped {
-                    eprintln!("gfnlm: skipping checkpoint {}: {why}", ckpt.display());
-                }
-                if let Some(note) = &r.latest {
-                    eprintln!("gfnlm: {note}");
-                }
-                if r.verification == gfnlm_train::trainer::Verification::Unverified {
+        let said = trainer.resume_latest(&ckpt_dir);
+        if !lead {
+            said?;
+        } else {
+            match said {
+                Ok(Some(r)) => {
+                    for (ckpt, why) in &r.skipped {
+                        eprintln!("gfnlm: skipping checkpoint {}: {why}", ckpt.display());
+                    }
+                    if let Some(note) = &r.latest {
+                        eprintln!("gfnlm: {note}");
+                    }
+                    if r.verification == gfnlm_train::trainer::Verification::Unverified {
+                        eprintln!(
+                            "gfnlm: {} has no manifest.json (written by an older gfnlm): loaded without checking its files",
+                            r.checkpoint.display()
+                        );
+                    }
                     eprintln!(
-                        "gfnlm: {} has no manifest.json (written by an older gfnlm): loaded without checking its files",
-                        r.checkpoint.display()
+                        "gfnlm: resumed from {} (step {})",
+                        r.checkpoint.display(),
+                        trainer.step
                     );
                 }
-                eprintln!(
-                    "gfnlm: resumed from {} (step {})",
-                    r.checkpoint.display(),
-                    trainer.step
-                );
+                Ok(None) => eprintln!(
+                    "gfnlm: --resume: no checkpoint in {}, starting fresh",
+                    ckpt_dir.display()
+                ),
+                Err(e @ gfnlm_train::TrainError::Checkpoint { .. }) => bail!(
+                    "{e}\npass --restart (instead of --resume) to start from step 0; the checkpoints are moved aside, not deleted"
+                ),
+                Err(e) => return Err(e.into()),
             }
-            Ok(None) => eprintln!(
-                "gfnlm: --resume: no checkpoint in {}, starting fresh",
-                ckpt_dir.display()
-            ),
-            Err(e @ gfnlm_train::TrainError::Checkpoint { .. }) => bail!(
-                "{e}\npass --restart (instead of --resume) to start from step 0; the checkpoints are moved aside, not deleted"
-            ),
-            Err(e) => return Err(e.into()),
         }
+        trainer.check_ranks_at_same_step()?;
+    }
+    if !lead {
+        // Ranks 1.. train and take part in every collective; rank 0 writes.
+        while trainer.step < cfg.steps {
+            let stats = trainer.train_step(&out)?;
+            if stats.step % cfg.checkpoint_every.max(1) == 0 || stats.step == cfg.steps {
+                trainer.save_checkpoint(&ckpt_dir)?;
+            }
+        }
+        return Ok(());
     }
     // Records past the checkpoint (written after it by a run that was then killed) are dropped.
     let mut metrics = gfnlm_train::MetricsLog::open(&metrics_path, trainer.step)
@@ -760,7 +839,8 @@ fn run_train(args: TrainArgs) -> Result<()> {
             stats.loss,
             stats.mean_log_r,
             stats.valid_frac,
-            (stats.mean_len + 1.0) * (cfg.batch_size * cfg.grad_accum) as f64 / stats.seconds
+            (stats.mean_len + 1.0) * (world * cfg.batch_size * cfg.grad_accum) as f64
+                / stats.seconds
         ));
         if stats.step % cfg.checkpoint_every.max(1) == 0 || stats.step == cfg.steps {
             trainer.save_checkpoint(&ckpt_dir)?;

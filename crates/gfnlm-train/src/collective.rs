@@ -1,0 +1,199 @@
+//! Collective communication between the processes (ranks) of a data-parallel run.
+//!
+//! The trainer knows nothing of the engine beyond [`Collective`]: the rank, the number of
+//! ranks, an element-wise sum over all ranks and an all-gather of byte strings. A run in one
+//! process uses [`SingleProcess`] (every operation is the identity); `mpi::MpiCollective`
+//! (cargo feature `mpi`) runs over MPI, launched with `mpirun`/`srun`. A NCCL engine for GPUs
+//! would be one more implementation (docs/scale-out.md).
+//!
+//! Every rank must call the same collective operations in the same order with buffers of the
+//! same length: that is what keeps the adapters identical across ranks.
+
+use std::fmt;
+
+/// A failed collective operation (the message names the operation and the ranks involved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectiveError(pub String);
+
+impl fmt::Display for CollectiveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CollectiveError {}
+
+/// The communication a data-parallel trainer needs.
+pub trait Collective {
+    /// This process's rank, `0..size()`; rank 0 writes metrics, checkpoints and evaluations.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Replaces `buf` by its element-wise sum over all ranks (every rank passes the same length).
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<(), CollectiveError>;
+    /// Replaces `buf` by its element-wise sum over all ranks, in f64.
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<(), CollectiveError>;
+    /// Every rank's `bytes` (lengths may differ), indexed by rank.
+    fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CollectiveError>;
+    /// Stops every rank of the job (after an error on one of them, so that the others do not
+    /// wait forever in a collective). The single-process implementation only exits.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+/// One process: rank 0 of 1; sums and gathers are the identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum_f32(&self, _buf: &mut [f32]) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&self, _buf: &mut [f64]) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+    fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CollectiveError> {
+        Ok(vec![bytes.to_vec()])
+    }
+}
+
+/// The world size an MPI launcher announces in the environment (`OMPI_COMM_WORLD_SIZE` of
+/// Open MPI's `mpirun`, `PMI_SIZE` of MPICH/Hydra and of Slurm's `srun --mpi=pmi2`), if any:
+/// a process started by hand sees `None`. `GFNLM_MPI=1` forces MPI on (size unknown: 0).
+pub fn launcher_world_size() -> Option<usize> {
+    let found = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.trim().parse().ok());
+    found.or_else(|| (std::env::var("GFNLM_MPI").ok()?.trim() == "1").then_some(0))
+}
+
+/// A 64-bit FNV-1a digest of `f32` values' bit patterns: equal digests on every rank mean
+/// bit-identical adapters (cheap: one pass over host copies, no extra communication but 8 bytes).
+pub fn fnv1a_f32(values: impl IntoIterator<Item = f32>) -> u64 {
+    values.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+        v.to_bits()
+            .to_le_bytes()
+            .iter()
+            .fold(h, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
+    })
+}
+
+#[cfg(feature = "mpi")]
+pub mod mpi {
+    //! [`Collective`] over MPI (the `mpi` crate, rsmpi 0.8, on the system's MPI library: Open
+    //! MPI 4.1 from Debian is what `cargo xtask setup-backend mpi` installs and CI tests).
+
+    use super::{Collective, CollectiveError};
+    use ::mpi::Count;
+    use ::mpi::datatype::PartitionMut;
+    use ::mpi::environment::Universe;
+    use ::mpi::topology::SimpleCommunicator;
+    use ::mpi::traits::*;
+
+    /// `MPI_COMM_WORLD` of an initialised MPI environment (finalised when dropped).
+    pub struct MpiCollective {
+        world: SimpleCommunicator,
+        // Dropped last: MPI_Finalize.
+        _universe: Universe,
+    }
+
+    impl MpiCollective {
+        /// Initialises MPI (once per process). Fails when MPI was already initialised.
+        pub fn init() -> Result<Self, CollectiveError> {
+            let universe = ::mpi::initialize().ok_or_else(|| {
+                CollectiveError("MPI was already initialised in this process".into())
+            })?;
+            let world = universe.world();
+            Ok(Self {
+                world,
+                _universe: universe,
+            })
+        }
+    }
+
+    impl Collective for MpiCollective {
+        fn rank(&self) -> usize {
+            self.world.rank() as usize
+        }
+        fn size(&self) -> usize {
+            self.world.size() as usize
+        }
+        fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<(), CollectiveError> {
+            let send = buf.to_vec();
+            self.world
+                .all_reduce_into(&send[..], buf, ::mpi::collective::SystemOperation::sum());
+            Ok(())
+        }
+        fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<(), CollectiveError> {
+            let send = buf.to_vec();
+            self.world
+                .all_reduce_into(&send[..], buf, ::mpi::collective::SystemOperation::sum());
+            Ok(())
+        }
+        fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CollectiveError> {
+            let n = self.size();
+            let len = Count::try_from(bytes.len()).map_err(|_| {
+                CollectiveError(format!(
+                    "all-gather of {} bytes exceeds MPI's 2 GiB count limit",
+                    bytes.len()
+                ))
+            })?;
+            let mut counts: Vec<Count> = vec![0; n];
+            self.world.all_gather_into(&len, &mut counts[..]);
+            let mut displs = Vec::with_capacity(n);
+            let mut total: usize = 0;
+            for &c in &counts {
+                displs.push(Count::try_from(total).map_err(|_| {
+                    CollectiveError("all-gather larger than MPI's 2 GiB count limit".into())
+                })?);
+                total += c as usize;
+            }
+            let mut all = vec![0u8; total];
+            {
+                let mut part = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
+                self.world.all_gather_varcount_into(bytes, &mut part);
+            }
+            Ok(counts
+                .iter()
+                .zip(&displs)
+                .map(|(&c, &d)| all[d as usize..d as usize + c as usize].to_vec())
+                .collect())
+        }
+        fn abort(&self, code: i32) -> ! {
+            self.world.abort(code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_process_is_identity() {
+        let c = SingleProcess;
+        let mut a = [1.5f32, -2.0];
+        c.all_reduce_sum_f32(&mut a).unwrap();
+        assert_eq!(a, [1.5, -2.0]);
+        assert_eq!(c.all_gather_bytes(b"xy").unwrap(), vec![b"xy".to_vec()]);
+        assert_eq!((c.rank(), c.size()), (0, 1));
+    }
+
+    #[test]
+    fn digest_sees_one_bit() {
+        let a = fnv1a_f32([1.0, 2.0, 3.0]);
+        assert_eq!(a, fnv1a_f32([1.0, 2.0, 3.0]));
+        assert_ne!(
+            a,
+            fnv1a_f32([1.0, 2.0, f32::from_bits(3.0f32.to_bits() ^ 1)])
+        );
+        assert_ne!(a, fnv1a_f32([2.0, 1.0, 3.0]));
+    }
+}
