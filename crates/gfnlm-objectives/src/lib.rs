@@ -42,4 +42,7 @@ pub mod reference;
 pub use batch::TrajectoryBatch;
 pub use diagnostics::{Diagnostics, diagnostics};
 pub use error::ObjectiveError;
-pub use losses::{modified_db, modified_subtb, trajectory_balance, trajectory_log_probs, vargrad};
+pub use losses::{
+    modified_db, modified_subtb, modified_subtb_normaliser, trajectory_balance,
+    trajectory_log_probs, vargrad,
+};

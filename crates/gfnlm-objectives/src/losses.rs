@@ -166,6 +166,23 @@ pub fn modified_subtb(batch: &TrajectoryBatch, lambda: f64) -> Result<Tensor<1>,
     Ok((residual.square() * weight).sum())
 }
 
+/// The normaliser of [`modified_subtb`] in absolute terms: Σ_b Σ_{L=1..n_b} (n_b − L + 1)·λ^{L−1},
+/// the total weight of the batch's sub-trajectory pairs. The loss is the weighted sum of squared
+/// residuals divided by it, so for batches P and Q of one union U,
+/// `loss(U)·N(U) = loss(P)·N(P) + loss(Q)·N(Q)`: data-parallel ranks weight their gradients by
+/// it to reproduce the gradient of the whole batch. Saturates to +∞ only for λ > 1 on very long
+/// trajectories (λ^{L−1} past f64's range).
+pub fn modified_subtb_normaliser(lengths: &[usize], lambda: f64) -> f64 {
+    lengths
+        .iter()
+        .map(|&n| {
+            (1..=n)
+                .map(|l| (n - l + 1) as f64 * lambda.powi(l as i32 - 1))
+                .sum::<f64>()
+        })
+        .sum()
+}
+
 /// Modified detailed balance: adjacent pairs only (`j = i + 1`), as the reference's
 /// `loss_type = 'modified_db'`.
 ///

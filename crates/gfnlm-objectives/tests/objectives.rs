@@ -3,8 +3,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use gfnlm_objectives::{
-    ObjectiveError, TrajectoryBatch, diagnostics, modified_db, modified_subtb, trajectory_balance,
-    vargrad,
+    ObjectiveError, TrajectoryBatch, diagnostics, modified_db, modified_subtb,
+    modified_subtb_normaliser, trajectory_balance, vargrad,
 };
 use proptest::prelude::*;
 
@@ -63,6 +63,37 @@ proptest! {
             let (got, want) = (scalar(got.unwrap()), h.subtb(lambda));
             prop_assert!(close(got, want, 1e-4), "got {got}, want {want}");
         }
+    }
+
+    /// What data-parallel ranks rely on: a batch split in two parts P, Q gives
+    /// loss(P ∪ Q)·N(P ∪ Q) = loss(P)·N(P) + loss(Q)·N(Q) with N = modified_subtb_normaliser.
+    #[test]
+    fn subtb_normaliser_decomposes_a_split_batch(
+        h in host_strategy(),
+        lambda in 0.0f64..1.5,
+        cut in 0usize..6,
+    ) {
+        prop_assume!(h.lengths.iter().any(|&n| n > 0));
+        let device = Device::flex();
+        let cut = cut.min(h.lengths.len());
+        let part = |rows: std::ops::Range<usize>| Host {
+            t: h.t,
+            pf: h.pf[rows.clone()].to_vec(),
+            pterm: h.pterm[rows.clone()].to_vec(),
+            r: h.r[rows.clone()].to_vec(),
+            lengths: h.lengths[rows].to_vec(),
+        };
+        let weighted = |p: &Host| {
+            let n = modified_subtb_normaliser(&p.lengths, lambda);
+            if p.lengths.iter().all(|&l| l == 0) {
+                prop_assert_eq!(n, 0.0);
+                return Ok(0.0);
+            }
+            Ok(scalar(modified_subtb(&p.batch(&device, 0.0), lambda).unwrap()) * n)
+        };
+        let whole = weighted(&h)?;
+        let split = weighted(&part(0..cut))? + weighted(&part(cut..h.lengths.len()))?;
+        prop_assert!(close(split, whole, 1e-4), "split {split}, whole {whole}");
     }
 
     #[test]

@@ -11,6 +11,12 @@
 
 use std::fmt;
 
+use burn::module::ParamId;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use gfnlm_lora::AdaptableModel;
+use gfnlm_models::CausalLm;
+
 /// A failed collective operation (the message names the operation and the ranks involved).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectiveError(pub String);
@@ -83,6 +89,84 @@ pub fn fnv1a_f32(values: impl IntoIterator<Item = f32>) -> u64 {
             .iter()
             .fold(h, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
     })
+}
+
+/// Every adapter parameter of `model` (id, shape, value), in the walk order all ranks share.
+pub fn adapter_params(model: &CausalLm) -> Vec<(ParamId, [usize; 2], Tensor<2>)> {
+    let mut out = Vec::new();
+    model.for_each_linear(&mut |_, lin| {
+        if let Some(l) = &lin.lora {
+            for p in [&l.lora_a, &l.lora_b] {
+                let v = p.val();
+                out.push((p.id, v.dims(), v));
+            }
+        }
+    });
+    out
+}
+
+/// Averages a step's adapter gradients over the ranks, each rank weighted by `weight_local`
+/// (the sum of its finite micro-batches' loss normalisers, [`crate::UpdateLoss::weight`]):
+/// first one all-reduce of two f64 (weights and finite micro-batch counts), then **one**
+/// all-reduce of one flat f32 buffer holding every adapter parameter's gradient in walk order,
+/// pre-scaled by this rank's share (zeros where this rank has no gradient). Returns the
+/// averaged gradients on `device`'s inner device (`None` when no rank had a finite
+/// micro-batch: every rank then skips the optimizer step alike) and whether any rank had one.
+/// With one rank the gradients pass through untouched (bit-identical runs).
+///
+/// With `grad_accum = 1`, N ranks then give the gradient one process computes on the union of
+/// their trajectories, up to float summation order: every objective's loss is a sum over
+/// trajectories (or sub-trajectory pairs) divided by its normaliser.
+pub fn average_gradients(
+    model: &CausalLm,
+    grads: GradientsParams,
+    finite_local: usize,
+    weight_local: f64,
+    collective: &dyn Collective,
+    device: &Device,
+) -> Result<(Option<GradientsParams>, bool), CollectiveError> {
+    let world = collective.size();
+    if world == 1 {
+        return Ok(((!grads.is_empty()).then_some(grads), finite_local > 0));
+    }
+    let weight_local = if finite_local > 0 { weight_local } else { 0.0 };
+    let mut totals = [weight_local, finite_local as f64];
+    collective.all_reduce_sum_f64(&mut totals)?;
+    let [weight_total, finite_total] = totals;
+    if finite_total < 0.5 || !(weight_total > 0.0 && weight_total.is_finite()) {
+        return Ok((None, finite_total >= 0.5));
+    }
+    let share = (weight_local / weight_total) as f32;
+    let params = adapter_params(model);
+    let total: usize = params.iter().map(|(_, s, _)| s[0] * s[1]).sum();
+    let mut flat: Vec<f32> = Vec::with_capacity(total);
+    for (id, shape, _) in &params {
+        match grads.get::<2>(*id) {
+            Some(g) if share > 0.0 => flat.extend(
+                g.into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| CollectiveError(format!("gradient to host: {e:?}")))?
+                    .into_iter()
+                    .map(|v| v * share),
+            ),
+            _ => flat.extend(std::iter::repeat_n(0.0, shape[0] * shape[1])),
+        }
+    }
+    collective.all_reduce_sum_f32(&mut flat)?;
+    let inner = device.clone().without_autodiff();
+    let mut out = GradientsParams::new();
+    let mut offset = 0;
+    for (id, shape, _) in params {
+        let n = shape[0] * shape[1];
+        let mean = flat[offset..offset + n].to_vec();
+        out.register(
+            id,
+            Tensor::<2>::from_data(TensorData::new(mean, shape), &inner),
+        );
+        offset += n;
+    }
+    Ok((Some(out), true))
 }
 
 #[cfg(feature = "mpi")]

@@ -622,6 +622,7 @@ impl Update for Ppo {
         Ok(UpdateLoss {
             loss,
             log_ratio_var: None,
+            weight: 1.0,
         })
     }
 

@@ -75,6 +75,7 @@ impl Update for Sft {
         Ok(UpdateLoss {
             loss,
             log_ratio_var: None,
+            weight: count.max(1) as f64,
         })
     }
 }

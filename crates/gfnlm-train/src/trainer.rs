@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use burn::module::{Module, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use gfnlm_lora::{AdaptableModel, LoraConfig};
 use gfnlm_models::CausalLm;
 use gfnlm_models::decode::{Behaviour, sample_trajectories};
@@ -22,7 +22,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::buffer::{Entry, ReplayBuffer};
-use crate::collective::{Collective, CollectiveError, SingleProcess, fnv1a_f32};
+use crate::collective::{
+    Collective, CollectiveError, SingleProcess, adapter_params, average_gradients, fnv1a_f32,
+};
 use crate::config::TrainConfig;
 use crate::schedule::{LrSchedule, RewardTemperature};
 use crate::update::{Rollout, RolloutSource, Update, UpdateLoss};
@@ -358,71 +360,6 @@ impl Trainer {
         Ok(())
     }
 
-    /// Host copies of every adapter parameter, in the walk order every rank shares.
-    fn adapter_params(&self) -> Vec<(ParamId, [usize; 2], Tensor<2>)> {
-        let mut out = Vec::new();
-        self.model.for_each_linear(&mut |_, lin| {
-            if let Some(l) = &lin.lora {
-                for p in [&l.lora_a, &l.lora_b] {
-                    let v = p.val();
-                    out.push((p.id, v.dims(), v));
-                }
-            }
-        });
-        out
-    }
-
-    /// Averages the step's gradients over the ranks: one flattened f32 buffer (every adapter
-    /// parameter in walk order, zeros where a rank had none, and its count of finite
-    /// micro-batches last) through one all-reduce. Returns the averaged gradients (`None`
-    /// when no rank had a finite micro-batch) and whether any rank had one. In one process
-    /// the gradients pass through untouched.
-    fn reduce_gradients(
-        &self,
-        grads: GradientsParams,
-        finite_local: usize,
-    ) -> Result<(Option<GradientsParams>, bool, Option<f64>), TrainError> {
-        let world = self.collective.size();
-        if world == 1 {
-            return Ok(((!grads.is_empty()).then_some(grads), finite_local > 0, None));
-        }
-        let t = Instant::now();
-        let params = self.adapter_params();
-        let total: usize = params.iter().map(|(_, s, _)| s[0] * s[1]).sum();
-        let mut flat: Vec<f32> = Vec::with_capacity(total + 1);
-        for (id, shape, _) in &params {
-            match grads.get::<2>(*id) {
-                Some(g) => flat.extend(
-                    g.into_data()
-                        .convert::<f32>()
-                        .try_into_vec::<f32>()
-                        .expect("f32 gradient"),
-                ),
-                None => flat.extend(std::iter::repeat_n(0.0, shape[0] * shape[1])),
-            }
-        }
-        flat.push(finite_local as f32);
-        self.collective.all_reduce_sum_f32(&mut flat)?;
-        let finite_total = flat.pop().unwrap_or(0.0);
-        if finite_total < 0.5 {
-            return Ok((None, false, Some(t.elapsed().as_secs_f64())));
-        }
-        let inv = 1.0 / world as f32;
-        let device = self.device.clone().without_autodiff();
-        let mut out = GradientsParams::new();
-        let mut offset = 0;
-        for (id, shape, _) in params {
-            let n = shape[0] * shape[1];
-            let mean: Vec<f32> = flat[offset..offset + n].iter().map(|g| g * inv).collect();
-            out.register(
-                id,
-                Tensor::<2>::from_data(TensorData::new(mean, shape), &device),
-            );
-            offset += n;
-        }
-        Ok((Some(out), true, Some(t.elapsed().as_secs_f64())))
-    }
-
     /// Every rank sends its best `exchange_top` replay entries per prompt to all others
     /// (all-gather), which offer them to their own buffers, in rank order.
     fn exchange_buffers(&mut self) -> Result<(), TrainError> {
@@ -444,12 +381,14 @@ impl Trainer {
 
     /// A digest of the adapters' and the update rule's state; the ranks compare theirs.
     fn check_ranks_agree(&self) -> Result<(), TrainError> {
-        let values = self.adapter_params().into_iter().flat_map(|(_, _, v)| {
-            v.into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("f32 adapters")
-        });
+        let values = adapter_params(&self.model)
+            .into_iter()
+            .flat_map(|(_, _, v)| {
+                v.into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("f32 adapters")
+            });
         let state = serde_json::to_vec(&self.update.state()).expect("state serialises");
         let digest = fnv1a_f32(values) ^ fnv1a_f32(state.iter().map(|&b| b as f32));
         let all = self.collective.all_gather_bytes(&digest.to_le_bytes())?;
@@ -705,6 +644,8 @@ impl Trainer {
         let (mut losses, mut term_r, mut lens) = (Vec::new(), Vec::new(), Vec::new());
         let (mut behaviour, mut skipped, mut var) = (Vec::new(), 0, 0.0);
         let mut valid = 0usize;
+        // Σ of the finite micro-batches' loss normalisers: this rank's weight among the ranks.
+        let mut weight = 0.0;
         let (mut sample_s, mut reward_s, mut update_s) = (0.0, 0.0, 0.0);
         let mut task_sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         // Rules with several passes (PPO epochs) see this step's finite micro-batches again.
@@ -770,6 +711,7 @@ impl Trainer {
             };
             self.nonfinite_streak = 0;
             var = out.log_ratio_var.unwrap_or(f64::NAN);
+            weight += out.weight;
             let grads = out.loss.div_scalar(self.cfg.grad_accum as f64).backward();
             self.update.after_backward(&grads);
             accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
@@ -784,8 +726,16 @@ impl Trainer {
                 kept.push((micro, example, constraint, s, flags));
             }
         }
-        let (grads, any_finite, allreduce_s) =
-            self.reduce_gradients(accum.grads(), losses.len())?;
+        let t_reduce = Instant::now();
+        let (grads, any_finite) = average_gradients(
+            &self.model,
+            accum.grads(),
+            losses.len(),
+            weight,
+            &*self.collective,
+            &self.device,
+        )?;
+        let allreduce_s = (self.collective.size() > 1).then(|| t_reduce.elapsed().as_secs_f64());
         if let Some(grads) = grads {
             self.model = self.optim.step(lr, self.model.clone(), grads);
         }

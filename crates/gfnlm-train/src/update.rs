@@ -11,7 +11,8 @@ use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use gfnlm_models::CausalLm;
 use gfnlm_models::decode::policy_terms;
 use gfnlm_objectives::{
-    TrajectoryBatch, diagnostics, modified_db, modified_subtb, trajectory_balance, vargrad,
+    TrajectoryBatch, diagnostics, modified_db, modified_subtb, modified_subtb_normaliser,
+    trajectory_balance, vargrad,
 };
 use gfnlm_tasks::{Constraint, Example, Trajectory};
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,11 @@ pub struct UpdateLoss {
     pub loss: Tensor<1>,
     /// Var(log R − log q(Z⊤)) over the batch, where the rule computes it.
     pub log_ratio_var: Option<f64>,
+    /// What the loss is normalised by (SubTB: the batch's total pair weight,
+    /// [`gfnlm_objectives::modified_subtb_normaliser`]; DB: trajectories with a transition;
+    /// TB, VarGrad: trajectories; SFT: tokens). Data-parallel ranks weight their gradients by
+    /// it, so N ranks reproduce the gradient of one process with all their trajectories.
+    pub weight: f64,
 }
 
 /// Where a rule's micro-batches come from.
@@ -212,9 +218,15 @@ impl Update for GFlowNet {
             }
         };
         let log_ratio_var = diagnostics(&batch).map(|d| d.log_ratio_var).ok();
+        let weight = match self.objective {
+            Objective::Subtb => modified_subtb_normaliser(batch.lengths(), self.subtb_lambda),
+            Objective::Db => batch.lengths().iter().filter(|&&n| n > 0).count() as f64,
+            Objective::Tb | Objective::Vargrad => b as f64,
+        };
         Ok(UpdateLoss {
             loss,
             log_ratio_var,
+            weight,
         })
     }
 
