@@ -18,6 +18,10 @@ pub const TORCH_VERSION: &str = "2.9.0";
 /// where `GFNLM_TEST_DEVICES` names a CUDA device; its build downloads LLVM, so not offline).
 pub const BACKENDS: [&str; 3] = ["wgpu", "tch", "cuda"];
 
+/// What `setup-backend` installs: the compute backends, and `mpi` (Open MPI for data-parallel
+/// training; not a compute backend).
+pub const SETUPS: [&str; 4] = ["wgpu", "tch", "cuda", "mpi"];
+
 fn venv_dir() -> Result<PathBuf> {
     Ok(gfnlm_fetch::cache_dir()?
         .join("backends")
@@ -61,12 +65,9 @@ fn lavapipe_present() -> bool {
         .any(|e| e.file_name().to_string_lossy().starts_with("lvp_icd"))
 }
 
-fn setup_wgpu() -> Result<()> {
-    if lavapipe_present() {
-        println!("wgpu: a Vulkan driver (Mesa lavapipe) is installed");
-        return Ok(());
-    }
-    println!("wgpu: installing Mesa's Vulkan drivers (lavapipe runs wgpu on the CPU) with apt-get");
+/// `apt-get install -y PACKAGES` (through sudo unless root), with one `apt-get update` and a
+/// retry when the first attempt fails (a fresh machine's empty package lists).
+fn apt_install(packages: &[&str], hint: &str) -> Result<()> {
     let root = Command::new("id")
         .arg("-u")
         .output()
@@ -83,25 +84,93 @@ fn setup_wgpu() -> Result<()> {
         c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         c
     };
+    let install: Vec<&str> = ["install", "-y", "-qq"]
+        .into_iter()
+        .chain(packages.iter().copied())
+        .collect();
+    if run(&mut apt(&install), "apt-get install").is_err() {
+        run(&mut apt(&["update", "-qq"]), "apt-get update").context(hint.to_string())?;
+        run(
+            &mut apt(&install),
+            &format!("apt-get install {}", packages.join(" ")),
+        )
+        .context(hint.to_string())?;
+    }
+    Ok(())
+}
+
+fn setup_wgpu() -> Result<()> {
+    if lavapipe_present() {
+        println!("wgpu: a Vulkan driver (Mesa lavapipe) is installed");
+        return Ok(());
+    }
+    println!("wgpu: installing Mesa's Vulkan drivers (lavapipe runs wgpu on the CPU) with apt-get");
     let hint = "install it by hand: `sudo apt-get install -y mesa-vulkan-drivers` (Debian/Ubuntu), \
                 or your distribution's Vulkan driver";
-    if run(
-        &mut apt(&["install", "-y", "-qq", "mesa-vulkan-drivers"]),
-        "apt-get install",
-    )
-    .is_err()
-    {
-        run(&mut apt(&["update", "-qq"]), "apt-get update").context(hint)?;
-        run(
-            &mut apt(&["install", "-y", "-qq", "mesa-vulkan-drivers"]),
-            "apt-get install mesa-vulkan-drivers",
-        )
-        .context(hint)?;
-    }
+    apt_install(&["mesa-vulkan-drivers"], hint)?;
     if !lavapipe_present() {
         bail!("mesa-vulkan-drivers is installed but no lavapipe ICD file was found; {hint}");
     }
     Ok(())
+}
+
+/// Open MPI's launcher and compiler wrapper, and libclang (rsmpi's bindgen reads mpi.h with it).
+fn mpi_present() -> bool {
+    let ok = |cmd: &str, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let libclang = Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libclang"));
+    ok("mpirun", "--version") && ok("mpicc", "--showme:version") && libclang
+}
+
+fn setup_mpi() -> Result<()> {
+    if mpi_present() {
+        println!("mpi: Open MPI (mpirun, mpicc) and libclang are installed");
+        return Ok(());
+    }
+    println!("mpi: installing Open MPI and libclang (for rsmpi's bindings) with apt-get");
+    let hint = "install them by hand: `sudo apt-get install -y libopenmpi-dev openmpi-bin \
+                libclang-dev` (Debian/Ubuntu), or load your cluster's MPI module and libclang";
+    apt_install(&["libopenmpi-dev", "openmpi-bin", "libclang-dev"], hint)?;
+    if !mpi_present() {
+        bail!("the MPI packages are installed but mpirun/mpicc/libclang are not found; {hint}");
+    }
+    println!(
+        "mpi: build with `cargo build --release -p gfnlm --features mpi`, run with \
+         `mpirun -np N target/release/gfnlm train …` (docs/scale-out.md)"
+    );
+    Ok(())
+}
+
+/// Sets up MPI and runs the data-parallel tests (`mpirun -np 2` on this machine).
+pub fn test_mpi() -> Result<()> {
+    setup_mpi()?;
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "gfnlm-train",
+        "-p",
+        "gfnlm",
+        "--features",
+        "gfnlm-train/mpi,gfnlm/mpi",
+        "--test",
+        "mpi",
+        "--test",
+        "mpi_train",
+    ])
+    // mpirun refuses root without these (CI runs as root).
+    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    println!("running the data-parallel tests under mpirun -np 2");
+    run(&mut cmd, "MPI tests")
 }
 
 fn setup_tch() -> Result<PathBuf> {
@@ -160,6 +229,7 @@ pub fn setup(backend: &str) -> Result<()> {
             println!("flex needs nothing: it is the default backend");
             Ok(())
         }
+        "mpi" => setup_mpi(),
         "cuda" => {
             println!(
                 "cuda: needs an NVIDIA driver at run time only (CubeCL loads CUDA dynamically), \
@@ -170,7 +240,7 @@ pub fn setup(backend: &str) -> Result<()> {
         }
         other => bail!(
             "unknown backend '{other}' (setup-backend knows: {})",
-            BACKENDS.join(", ")
+            SETUPS.join(", ")
         ),
     }
 }

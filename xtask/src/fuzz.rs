@@ -2,7 +2,7 @@
 //! (the same feature set as the tests, so burn is not rebuilt) and runs `gfnlm-fuzz`, which
 //! fuzzes the file readers and saves failing inputs under `crates/gfnlm-fuzz/crashes/`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -18,11 +18,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("cargo build --release --workspace failed: {status}");
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|d| if d.is_absolute() { d } else { root.join(d) })
-        .unwrap_or_else(|| root.join("target"));
-    let exe = target_dir.join("release/gfnlm-fuzz");
+    let exe = crate::target_dir().join("release/gfnlm-fuzz");
     let status = Command::new(&exe)
         .args(args)
         .current_dir(&root)

@@ -8,11 +8,15 @@
 //!   Re-running resumes an interrupted training run. `reproduce next-sentence [--samples N]
 //!   [--prompts K]` adds the seven decoding baselines and the likelihood–diversity plot;
 //!   `reproduce infilling [--samples N]` trains the story reward model, SFT and GFlowNet;
-//!   `reproduce subjectivity [--sizes 10,20,50] [--test N]` the E-step, M-step and baselines.
+//!   `reproduce subjectivity [--sizes 10,20,50] [--test N]` the E-step, M-step and baselines;
+//!   `reproduce rng --ranks N` the rng run data-parallel under `mpirun` (results/rng/ranks-N).
 //! - `bench [criterion args]`: run the criterion benches in release mode.
 //! - `bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N]`:
 //!   issue 7's training-step timing with its sample / reward / forward+backward / AdamW parts.
-//! - `setup-backend wgpu|tch`: install what a backend needs (Vulkan driver / LibTorch in a venv).
+//! - `setup-backend wgpu|tch|mpi`: install what a backend needs (Vulkan driver / LibTorch in a
+//!   venv / Open MPI and libclang for data-parallel training).
+//! - `test-mpi`: set up MPI and run the data-parallel tests under `mpirun -np 2`.
+//! - `bench scale-out [--steps N]`: steps/s and samples/s of `gfnlm train` on 1 and 2 ranks.
 //! - `backend-env tch`: print the `export` lines to build and run with that backend.
 //! - `test-backends [wgpu] [tch]`: set up and run the cross-backend tests (flex vs the others).
 //! - `fuzz [--seconds N] [--seed S] [--target T]`: fuzz the file readers (`gfnlm-fuzz`), saving
@@ -24,6 +28,8 @@ mod fuzz;
 mod infilling;
 mod next_sentence;
 mod plot;
+mod ranks;
+mod scale_out;
 mod subjectivity;
 
 use std::path::{Path, PathBuf};
@@ -32,8 +38,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-const USAGE: &str = "usage: cargo xtask <fetch-model [smollm2|minilm|all] | reproduce TASK|all [--steps N] [--with-ppo (rng)] [--queries N (arithmetic)] [--samples N (infilling, next-sentence, arithmetic)] [--sizes 10,20,50] [--test N] (subjectivity) [--out DIR] [--device D] [--precision P] \
-     | bench [ARGS...] | bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N] | setup-backend wgpu|tch | backend-env tch | test-backends [wgpu] [tch] [cuda] | fuzz [--seconds N] [--seed S] [--target T]>";
+const USAGE: &str = "usage: cargo xtask <fetch-model [smollm2|minilm|all] | reproduce TASK|all [--steps N] [--with-ppo | --ranks N (rng)] [--queries N (arithmetic)] [--samples N (infilling, next-sentence, arithmetic)] [--sizes 10,20,50] [--test N] (subjectivity) [--out DIR] [--device D] [--precision P] \
+     | bench [ARGS...] | bench train-step [--device D] [--precision P] [--merged] [--full-length] [--steps N] | bench scale-out [--steps N] [--batch B] | setup-backend wgpu|tch|mpi | backend-env tch | test-backends [wgpu] [tch] [cuda] | test-mpi | fuzz [--seconds N] [--seed S] [--target T]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -62,6 +68,9 @@ fn main() -> Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("train-step") => {
             bench_train_step(&args[2..])
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("scale-out") => {
+            scale_out::run(&args[2..])
+        }
         Some("bench") => {
             let status = Command::new(env!("CARGO"))
                 .args(["bench", "--workspace"])
@@ -76,7 +85,7 @@ fn main() -> Result<()> {
             if args.len() < 2 {
                 bail!(
                     "setup-backend: name one or more of {}\n{USAGE}",
-                    backend::BACKENDS.join(", ")
+                    backend::SETUPS.join(", ")
                 );
             }
             args[1..].iter().try_for_each(|b| backend::setup(b))
@@ -86,10 +95,21 @@ fn main() -> Result<()> {
             None => bail!("backend-env: name a backend (tch, wgpu)\n{USAGE}"),
         },
         Some("test-backends") => backend::test(&args[1..]),
+        Some("test-mpi") => backend::test_mpi(),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some(other) => bail!("unknown task '{other}'\n{USAGE}"),
         None => bail!("{USAGE}"),
     }
+}
+
+/// The workspace's target folder (`$CARGO_TARGET_DIR`, relative to the workspace root, or
+/// `target/`).
+pub(crate) fn target_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"))
 }
 
 fn fetch_model() -> Result<()> {
@@ -384,6 +404,17 @@ fn reproduce_args(task: &str, rest: &[String]) -> Result<ReproduceArgs> {
 const RNG_PPO_CONFIG: &str = "configs/baselines/rng-ppo.toml";
 
 fn reproduce_rng(rest: &[String]) -> Result<()> {
+    if let Some(i) = rest.iter().position(|a| a == "--ranks") {
+        let n: usize = rest
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .context("--ranks needs a number of ranks (≥ 2)")?;
+        if n < 2 {
+            bail!("--ranks needs ≥ 2 (one rank is `cargo xtask reproduce rng`)");
+        }
+        let others: Vec<String> = rest[..i].iter().chain(&rest[i + 2..]).cloned().collect();
+        return ranks::reproduce_rng(n, &others);
+    }
     let with_ppo = rest.iter().any(|a| a == "--with-ppo");
     let rest: Vec<String> = rest
         .iter()

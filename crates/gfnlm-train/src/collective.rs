@@ -105,14 +105,26 @@ pub fn adapter_params(model: &CausalLm) -> Vec<(ParamId, [usize; 2], Tensor<2>)>
     out
 }
 
+/// What [`average_gradients`] returns.
+pub struct AveragedGradients {
+    /// The mean gradients (`None` when no rank had a finite micro-batch: every rank then skips
+    /// the optimizer step alike).
+    pub grads: Option<GradientsParams>,
+    /// Whether any rank had a finite micro-batch.
+    pub any_finite: bool,
+    /// Seconds spent in the first, two-number all-reduce: waiting for the slowest rank.
+    pub wait_s: f64,
+    /// Seconds of the gradient all-reduce itself, host copies included.
+    pub reduce_s: f64,
+}
+
 /// Averages a step's adapter gradients over the ranks, each rank weighted by `weight_local`
 /// (the sum of its finite micro-batches' loss normalisers, [`crate::UpdateLoss::weight`]):
 /// first one all-reduce of two f64 (weights and finite micro-batch counts), then **one**
 /// all-reduce of one flat f32 buffer holding every adapter parameter's gradient in walk order,
-/// pre-scaled by this rank's share (zeros where this rank has no gradient). Returns the
-/// averaged gradients on `device`'s inner device (`None` when no rank had a finite
-/// micro-batch: every rank then skips the optimizer step alike) and whether any rank had one.
-/// With one rank the gradients pass through untouched (bit-identical runs).
+/// pre-scaled by this rank's share (zeros where this rank has no gradient). The averaged
+/// gradients live on `device`'s inner device. With one rank the gradients pass through
+/// untouched (bit-identical runs).
 ///
 /// With `grad_accum = 1`, N ranks then give the gradient one process computes on the union of
 /// their trajectories, up to float summation order: every objective's loss is a sum over
@@ -124,18 +136,31 @@ pub fn average_gradients(
     weight_local: f64,
     collective: &dyn Collective,
     device: &Device,
-) -> Result<(Option<GradientsParams>, bool), CollectiveError> {
+) -> Result<AveragedGradients, CollectiveError> {
     let world = collective.size();
     if world == 1 {
-        return Ok(((!grads.is_empty()).then_some(grads), finite_local > 0));
+        return Ok(AveragedGradients {
+            grads: (!grads.is_empty()).then_some(grads),
+            any_finite: finite_local > 0,
+            wait_s: 0.0,
+            reduce_s: 0.0,
+        });
     }
+    let t0 = std::time::Instant::now();
     let weight_local = if finite_local > 0 { weight_local } else { 0.0 };
     let mut totals = [weight_local, finite_local as f64];
     collective.all_reduce_sum_f64(&mut totals)?;
     let [weight_total, finite_total] = totals;
+    let wait_s = t0.elapsed().as_secs_f64();
     if finite_total < 0.5 || !(weight_total > 0.0 && weight_total.is_finite()) {
-        return Ok((None, finite_total >= 0.5));
+        return Ok(AveragedGradients {
+            grads: None,
+            any_finite: finite_total >= 0.5,
+            wait_s,
+            reduce_s: 0.0,
+        });
     }
+    let t1 = std::time::Instant::now();
     let share = (weight_local / weight_total) as f32;
     let params = adapter_params(model);
     let total: usize = params.iter().map(|(_, s, _)| s[0] * s[1]).sum();
@@ -166,7 +191,12 @@ pub fn average_gradients(
         );
         offset += n;
     }
-    Ok((Some(out), true))
+    Ok(AveragedGradients {
+        grads: Some(out),
+        any_finite: true,
+        wait_s,
+        reduce_s: t1.elapsed().as_secs_f64(),
+    })
 }
 
 #[cfg(feature = "mpi")]

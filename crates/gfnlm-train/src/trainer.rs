@@ -115,9 +115,13 @@ pub struct StepStats {
     /// timings, `log_ratio_var`, `behaviour` and the task's metrics are rank 0's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ranks: Option<usize>,
-    /// Seconds rank 0 spent in the gradient all-reduce (data-parallel runs only).
+    /// Seconds rank 0 spent in the gradient all-reduce, host copies included (data-parallel
+    /// runs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allreduce_s: Option<f64>,
+    /// Seconds rank 0 waited for the slowest rank before the all-reduce (load imbalance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_wait_s: Option<f64>,
     /// log Z after the step (objective `tb` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_z: Option<f64>,
@@ -726,8 +730,7 @@ impl Trainer {
                 kept.push((micro, example, constraint, s, flags));
             }
         }
-        let t_reduce = Instant::now();
-        let (grads, any_finite) = average_gradients(
+        let averaged = average_gradients(
             &self.model,
             accum.grads(),
             losses.len(),
@@ -735,8 +738,11 @@ impl Trainer {
             &*self.collective,
             &self.device,
         )?;
-        let allreduce_s = (self.collective.size() > 1).then(|| t_reduce.elapsed().as_secs_f64());
-        if let Some(grads) = grads {
+        let dp = self.collective.size() > 1;
+        let allreduce_s = dp.then_some(averaged.reduce_s);
+        let rank_wait_s = dp.then_some(averaged.wait_s);
+        let any_finite = averaged.any_finite;
+        if let Some(grads) = averaged.grads {
             self.model = self.optim.step(lr, self.model.clone(), grads);
         }
         if self.collective.size() > 1 {
@@ -830,6 +836,7 @@ impl Trainer {
             skipped: skipped as usize,
             ranks: (world > 1).then_some(world),
             allreduce_s,
+            rank_wait_s,
             seconds: t0.elapsed().as_secs_f64(),
             sample_s,
             reward_s,

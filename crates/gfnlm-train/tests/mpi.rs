@@ -162,9 +162,9 @@ fn child_gradients(c: &dyn Collective) {
         &log_r[r * 8..r * 8 + 8],
         &device,
     );
-    let (dp, any) = average_gradients(&model, half, 1, weight, c, &device).unwrap();
-    assert!(any);
-    let dp = dp.expect("averaged gradients");
+    let averaged = average_gradients(&model, half, 1, weight, c, &device).unwrap();
+    assert!(averaged.any_finite);
+    let dp = averaged.grads.expect("averaged gradients");
     let mut scale = 0f32;
     let mut worst = 0f32;
     for (id, _, _) in adapter_params(&model) {

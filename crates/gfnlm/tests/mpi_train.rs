@@ -119,6 +119,7 @@ fn metrics(out: &Path) -> Vec<serde_json::Value> {
                 "reward_s",
                 "update_s",
                 "allreduce_s",
+                "rank_wait_s",
             ] {
                 m.remove(k);
             }
