@@ -148,6 +148,24 @@ fn setup_mpi() -> Result<()> {
     Ok(())
 }
 
+/// Sets up MPI and builds the release `gfnlm` with the `mpi` feature; returns the binary.
+pub fn build_gfnlm_with_mpi() -> Result<PathBuf> {
+    setup_mpi()?;
+    println!("xtask: building gfnlm with the mpi feature (release)");
+    run(
+        Command::new(env!("CARGO")).args([
+            "build",
+            "--release",
+            "-p",
+            "gfnlm",
+            "--features",
+            "mpi",
+        ]),
+        "cargo build --release -p gfnlm --features mpi",
+    )?;
+    Ok(crate::target_dir().join("release/gfnlm"))
+}
+
 /// Sets up MPI and runs the data-parallel tests (`mpirun -np 2` on this machine).
 pub fn test_mpi() -> Result<()> {
     setup_mpi()?;

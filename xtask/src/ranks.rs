@@ -41,16 +41,7 @@ pub fn reproduce_rng(ranks: usize, rest: &[String]) -> Result<()> {
              and set batch_size = 16 / {ranks} (the batch is per rank)"
         );
     }
-    crate::backend::setup("mpi")?;
-    println!("xtask: building gfnlm with the mpi feature (release)");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "gfnlm", "--features", "mpi"])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release -p gfnlm --features mpi failed ({status})");
-    }
-    let bin = crate::target_dir().join("release/gfnlm");
+    let bin = crate::backend::build_gfnlm_with_mpi()?;
     let model = gfnlm_fetch::ensure_default_model()?;
     std::fs::create_dir_all(&out)?;
     let run = out.join("run");

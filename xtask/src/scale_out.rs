@@ -85,23 +85,7 @@ pub fn run(rest: &[String]) -> Result<()> {
     if steps < 3 || batch == 0 {
         bail!("bench scale-out: --steps must be ≥ 3 (the first is warm-up) and --batch ≥ 1");
     }
-    crate::backend::setup("mpi")?;
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "gfnlm",
-            "--features",
-            "mpi",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build -p gfnlm --features mpi failed ({status})");
-    }
-    let bin = crate::target_dir().join("release/gfnlm");
+    let bin = crate::backend::build_gfnlm_with_mpi()?;
     let model = gfnlm_fetch::ensure_default_model()?;
     let scratch = std::env::temp_dir().join(format!("gfnlm-scale-out-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;

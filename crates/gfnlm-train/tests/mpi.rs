@@ -187,10 +187,8 @@ fn child_gradients(c: &dyn Collective) {
     let m2 = opt2.step(1e-2, model.clone(), dp);
     let (p1, p2) = (adapter_params(&m1), adapter_params(&m2));
     let mut moved = 0f32;
-    for ((_, _, a), ((_, _, b), (_, _, a0))) in p1.into_iter().zip(
-        p2.into_iter()
-            .zip(adapter_params(&model).into_iter().map(|p| p)),
-    ) {
+    let p0 = adapter_params(&model);
+    for ((_, _, a), ((_, _, b), (_, _, a0))) in p1.into_iter().zip(p2.into_iter().zip(p0)) {
         let (a, b, a0) = (host(a), host(b), host(a0));
         for ((x, y), z) in a.iter().zip(&b).zip(&a0) {
             assert!(
