@@ -238,7 +238,7 @@ impl Task for Toy {
     }
 }
 
-fn trainer(c: Rc<dyn Collective>, check_every: usize) -> Trainer {
+fn trainer(c: Rc<dyn Collective>, check_every: usize, exchange_every: usize) -> Trainer {
     let device = Device::default().autodiff();
     let mut cfg = TrainConfig {
         steps: 5,
@@ -252,7 +252,7 @@ fn trainer(c: Rc<dyn Collective>, check_every: usize) -> Trainer {
     cfg.lora.alpha = 8.0;
     cfg.lora.target_modules = vec!["all-linear".into()];
     cfg.distributed.check_every = check_every;
-    cfg.distributed.exchange_every = 2;
+    cfg.distributed.exchange_every = exchange_every;
     let task = Toy(vec![
         Example::prompt_only("a", vec![5, 6, 7]),
         Example::prompt_only("b", vec![7, 6]),
@@ -266,7 +266,7 @@ fn trainer(c: Rc<dyn Collective>, check_every: usize) -> Trainer {
 fn child_trainer(c: Rc<dyn Collective>) {
     let out = std::env::temp_dir().join(format!("gfnlm-mpi-trainer-{}", c.rank()));
     // Five steps, the digest compared after each: identical adapters on both ranks.
-    let mut t = trainer(c.clone(), 1);
+    let mut t = trainer(c.clone(), 1, 2);
     let mut sampled = Vec::new();
     for _ in 0..5 {
         let s = t.train_step(&out).unwrap();
@@ -278,8 +278,35 @@ fn child_trainer(c: Rc<dyn Collective>) {
     let bits: Vec<u8> = sampled.iter().flat_map(|v| v.to_le_bytes()).collect();
     let all = c.all_gather_bytes(&bits).unwrap();
     assert_eq!(all[0], all[1], "step figures are reduced over both ranks");
+    // The replay exchange after a step leaves the other rank's best entries in each buffer.
+    let mut t = trainer(c.clone(), 0, 1);
+    t.train_step(&out).unwrap();
+    let mine: Vec<(Vec<u32>, Vec<u32>)> = t
+        .buffer
+        .best(usize::MAX)
+        .into_iter()
+        .flat_map(|(p, es)| {
+            es.into_iter()
+                .map(move |e| (p.clone(), e.trajectory.tokens))
+        })
+        .collect();
+    let all = c
+        .all_gather_bytes(&serde_json::to_vec(&t.buffer.best(4)).unwrap())
+        .unwrap();
+    let other: Vec<(Vec<u32>, Vec<gfnlm_train::buffer::Entry>)> =
+        serde_json::from_slice(&all[1 - c.rank()]).unwrap();
+    for (p, es) in other {
+        for e in es {
+            assert!(
+                mine.contains(&(p.clone(), e.trajectory.tokens.clone())),
+                "rank {}: the other rank's best entry {:?} was not shared",
+                c.rank(),
+                e.trajectory.tokens
+            );
+        }
+    }
     // …and a rank whose adapter drifts is caught on every rank.
-    let mut t = trainer(c.clone(), 1);
+    let mut t = trainer(c.clone(), 1, 2);
     if c.rank() == 1 {
         t.model.for_each_linear_mut(&mut |_, lin| {
             if let Some(l) = lin.lora.as_mut() {
