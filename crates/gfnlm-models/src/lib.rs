@@ -42,6 +42,7 @@ pub mod llama;
 pub mod load;
 pub mod precision;
 pub mod search;
+pub mod weights;
 
 pub use cache::KvCache;
 pub use causal_lm::{Architecture, CausalLm, CausalLmConfig, LanguageModel};
@@ -54,3 +55,4 @@ pub use linear::Linear;
 pub use llama::{LlamaConfig, LlamaForCausalLm};
 pub use load::{LoadError, llama_config_from_gguf, load_llama_from_gguf, load_llama_gguf};
 pub use precision::{UnsupportedPrecision, WeightPrecision};
+pub use weights::{Linears, RandomWeights, TensorRecorder, WeightSource};
