@@ -5,8 +5,9 @@
 //! post_attention_layernorm}`, `model.norm`, `lm_head` (absent when tied to the embedding).
 //!
 //! The attention and SwiGLU MLP blocks live here; the embedding, [`RmsNorm`] and the
-//! half-split RoPE come from [`crate::layers`]. Loading is in [`crate::hf`] (safetensors) and
-//! [`crate::load`] (GGUF).
+//! half-split RoPE come from [`crate::layers`]. [`LlamaConfig::build`] is the one constructor:
+//! random init, [`crate::hf`] (safetensors) and [`crate::load`] (GGUF) are weight sources
+//! handed to it.
 
 mod attention;
 mod mlp;
