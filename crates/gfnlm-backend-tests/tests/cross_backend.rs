@@ -10,7 +10,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use gfnlm_backend_tests::{backends_under_test, close};
-use gfnlm_lora::{AdaptableModel, load_peft};
+use gfnlm_lora::load_peft;
 use gfnlm_models::LlamaForCausalLm;
 use gfnlm_models::generate::{position_logprobs, tokens_tensor};
 use gfnlm_objectives::reference::HostBatch;

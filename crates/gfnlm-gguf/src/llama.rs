@@ -75,35 +75,52 @@ impl LlamaHParams {
     }
 }
 
+/// Tensors outside the blocks: `(llama.cpp name, Hugging Face name)`.
+const FIXED_NAMES: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// Modules of a block: `(llama.cpp name, Hugging Face name under model.layers.N)`.
+const BLOCK_MODULES: [(&str, &str); 9] = [
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+];
+
 /// The Hugging Face (transformers `LlamaForCausalLM`) name of a llama.cpp tensor name,
 /// e.g. `blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`.
 pub fn hf_name(gguf_name: &str) -> Option<String> {
-    let fixed = match gguf_name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_owned());
+    if let Some((_, hf)) = FIXED_NAMES.iter().find(|(g, _)| *g == gguf_name) {
+        return Some((*hf).to_owned());
     }
     let rest = gguf_name.strip_prefix("blk.")?;
     let (layer, rest) = rest.split_once('.')?;
     layer.parse::<usize>().ok()?;
     let (module, suffix) = rest.split_once('.')?;
-    let hf = match module {
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        _ => return None,
-    };
+    let (_, hf) = BLOCK_MODULES.iter().find(|(g, _)| *g == module)?;
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
+}
+
+/// The llama.cpp name of a Hugging Face Llama tensor name (the inverse of [`hf_name`]),
+/// e.g. `model.layers.3.self_attn.q_proj.weight` -> `blk.3.attn_q.weight`.
+pub fn gguf_name(hf_name: &str) -> Option<String> {
+    if let Some((g, _)) = FIXED_NAMES.iter().find(|(_, hf)| *hf == hf_name) {
+        return Some((*g).to_owned());
+    }
+    let rest = hf_name.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    layer.parse::<usize>().ok()?;
+    let (module, suffix) = rest.rsplit_once('.')?;
+    let (g, _) = BLOCK_MODULES.iter().find(|(_, hf)| *hf == module)?;
+    Some(format!("blk.{layer}.{g}.{suffix}"))
 }
 
 /// Dequantises `gguf_name` in the Hugging Face layout: `attn_q`/`attn_k` weights are
@@ -238,5 +255,31 @@ mod tests {
         );
         assert_eq!(hf_name("blk.x.attn_q.weight"), None);
         assert_eq!(hf_name("rope_freqs.weight"), None);
+    }
+
+    #[test]
+    fn gguf_names_invert_hf_names() {
+        for g in [
+            "token_embd.weight",
+            "output_norm.weight",
+            "output.weight",
+            "blk.0.attn_q.weight",
+            "blk.12.attn_k.weight",
+            "blk.3.attn_v.weight",
+            "blk.3.attn_output.weight",
+            "blk.7.ffn_gate.weight",
+            "blk.7.ffn_up.weight",
+            "blk.7.ffn_down.weight",
+            "blk.1.attn_norm.weight",
+            "blk.1.ffn_norm.weight",
+        ] {
+            let hf = hf_name(g).unwrap();
+            assert_eq!(gguf_name(&hf).as_deref(), Some(g), "{hf}");
+        }
+        assert_eq!(gguf_name("model.layers.x.mlp.up_proj.weight"), None);
+        assert_eq!(
+            gguf_name("model.layers.0.self_attn.rotary_emb.inv_freq"),
+            None
+        );
     }
 }

@@ -7,7 +7,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use gfnlm_models::gpt2::Gpt2LmHeadModel;
 use gfnlm_models::gptj::GptJForCausalLm;
 use gfnlm_models::linear::LoraAdapter;
-use gfnlm_models::{CausalLm, Linear, LlamaForCausalLm};
+use gfnlm_models::{CausalLm, Linear, Linears, LlamaForCausalLm};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -17,8 +17,10 @@ use crate::error::LoraError;
 /// A model whose linear layers can carry LoRA adapters, addressed by their Hugging Face module
 /// names (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`, …).
 ///
-/// Implement the two walkers for a new architecture (GPT-2, GPT-J) and every function of this
-/// crate works on it.
+/// The implementations are the models' module-tree walk ([`gfnlm_models::Linears`], the same
+/// walk as their own `for_each_linear{,_mut}`): a new architecture gets it from the
+/// `linears!` declarations of its module structs, and every function of this crate then works
+/// on it.
 pub trait AdaptableModel: Module {
     /// Calls `f(hf_name, linear)` for every linear layer, in a fixed order.
     fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear));
@@ -30,92 +32,22 @@ pub trait AdaptableModel: Module {
     }
 }
 
-impl AdaptableModel for LlamaForCausalLm {
-    fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            let a = &layer.self_attn;
-            for (n, l) in [
-                ("q_proj", &a.q_proj),
-                ("k_proj", &a.k_proj),
-                ("v_proj", &a.v_proj),
-                ("o_proj", &a.o_proj),
-            ] {
-                f(&format!("model.layers.{i}.self_attn.{n}"), l);
+// Every walker comes from the model's module tree (`gfnlm_models::weights::Linears`), the
+// same tree the architecture's one constructor builds; nothing here lists layers.
+macro_rules! adaptable {
+    ($($t:ty),*) => {$(
+        impl AdaptableModel for $t {
+            fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
+                Linears::visit_linears(self, "", f)
             }
-            let m = &layer.mlp;
-            for (n, l) in [
-                ("gate_proj", &m.gate_proj),
-                ("up_proj", &m.up_proj),
-                ("down_proj", &m.down_proj),
-            ] {
-                f(&format!("model.layers.{i}.mlp.{n}"), l);
+            fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+                Linears::visit_linears_mut(self, "", f)
             }
         }
-        if let Some(head) = &self.lm_head {
-            f("lm_head", head);
-        }
-    }
-
-    fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
-        for (i, layer) in self.model.layers.iter_mut().enumerate() {
-            let a = &mut layer.self_attn;
-            for (n, l) in [
-                ("q_proj", &mut a.q_proj),
-                ("k_proj", &mut a.k_proj),
-                ("v_proj", &mut a.v_proj),
-                ("o_proj", &mut a.o_proj),
-            ] {
-                f(&format!("model.layers.{i}.self_attn.{n}"), l);
-            }
-            let m = &mut layer.mlp;
-            for (n, l) in [
-                ("gate_proj", &mut m.gate_proj),
-                ("up_proj", &mut m.up_proj),
-                ("down_proj", &mut m.down_proj),
-            ] {
-                f(&format!("model.layers.{i}.mlp.{n}"), l);
-            }
-        }
-        if let Some(head) = &mut self.lm_head {
-            f("lm_head", head);
-        }
-    }
+    )*};
 }
 
-impl AdaptableModel for Gpt2LmHeadModel {
-    fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
-        Gpt2LmHeadModel::for_each_linear(self, f)
-    }
-    fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
-        Gpt2LmHeadModel::for_each_linear_mut(self, f)
-    }
-}
-
-impl AdaptableModel for GptJForCausalLm {
-    fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
-        GptJForCausalLm::for_each_linear(self, f)
-    }
-    fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
-        GptJForCausalLm::for_each_linear_mut(self, f)
-    }
-}
-
-impl AdaptableModel for CausalLm {
-    fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
-        match self {
-            CausalLm::Llama(m) => AdaptableModel::for_each_linear(m, f),
-            CausalLm::Gpt2(m) => AdaptableModel::for_each_linear(m, f),
-            CausalLm::GptJ(m) => AdaptableModel::for_each_linear(m, f),
-        }
-    }
-    fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
-        match self {
-            CausalLm::Llama(m) => AdaptableModel::for_each_linear_mut(m, f),
-            CausalLm::Gpt2(m) => AdaptableModel::for_each_linear_mut(m, f),
-            CausalLm::GptJ(m) => AdaptableModel::for_each_linear_mut(m, f),
-        }
-    }
-}
+adaptable!(LlamaForCausalLm, Gpt2LmHeadModel, GptJForCausalLm, CausalLm);
 
 /// What [`apply_lora`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,10 @@ use burn::tensor::{Int, Tensor};
 use crate::cache::KvCache;
 use crate::gpt2::{Gpt2Config, Gpt2LmHeadModel};
 use crate::gptj::{GptJConfig, GptJForCausalLm};
+use crate::linear::Linear;
 use crate::llama::{LlamaConfig, LlamaForCausalLm};
 use crate::precision::{UnsupportedPrecision, WeightPrecision};
+use crate::weights::Linears;
 
 /// The model families gfnlm implements, as named by `config.json`'s `model_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +140,26 @@ macro_rules! language_model {
 }
 
 language_model!(CausalLm, LlamaForCausalLm, Gpt2LmHeadModel, GptJForCausalLm);
+
+/// Every projection of the model, named as in its Hugging Face checkpoint and walked from its
+/// module tree (the LoRA crate's `AdaptableModel` for `CausalLm` is this walk).
+impl Linears for CausalLm {
+    fn visit_linears(&self, path: &str, f: &mut dyn FnMut(&str, &Linear)) {
+        match self {
+            Self::Llama(m) => m.visit_linears(path, f),
+            Self::Gpt2(m) => m.visit_linears(path, f),
+            Self::GptJ(m) => m.visit_linears(path, f),
+        }
+    }
+
+    fn visit_linears_mut(&mut self, path: &str, f: &mut dyn FnMut(&str, &mut Linear)) {
+        match self {
+            Self::Llama(m) => m.visit_linears_mut(path, f),
+            Self::Gpt2(m) => m.visit_linears_mut(path, f),
+            Self::GptJ(m) => m.visit_linears_mut(path, f),
+        }
+    }
+}
 
 impl From<LlamaForCausalLm> for CausalLm {
     fn from(m: LlamaForCausalLm) -> Self {

@@ -8,7 +8,7 @@
 //! The embedding, [`LayerNorm`] and [`Activation`] come from [`crate::layers`]; loading from a
 //! Hugging Face folder is in [`crate::hf`].
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,7 @@ use crate::cache::KvCache;
 use crate::head::{last_position, tied_logits};
 use crate::layers::{Activation, Embedding, LayerNorm};
 use crate::linear::Linear;
+use crate::weights::{Linears, RandomWeights, WeightSource, linears};
 
 /// Hyper-parameters of a GPT-2 model (field names follow HF's `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,44 +111,50 @@ impl Gpt2Config {
     }
 
     /// A model with random weights (N(0, 0.1²) matrices and biases, norms near 1): for tests.
+    /// Seed burn's generator on `device` for a reproducible model.
     pub fn init_random(&self, device: &Device) -> Gpt2LmHeadModel {
-        use burn::tensor::Distribution;
-        let normal =
-            |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.1), device);
-        let vec =
-            |n: usize, mean: f64| Tensor::<1>::random([n], Distribution::Normal(mean, 0.1), device);
-        let linear = |i: usize, o: usize| Linear::new(normal([i, o]), Some(vec(o, 0.0)));
-        let d = self.n_embd;
-        let ln = || LayerNorm::new(vec(d, 1.0), vec(d, 0.0), self.layer_norm_epsilon);
-        let h = (0..self.n_layer)
-            .map(|i| Gpt2Block {
-                ln_1: ln(),
+        let Ok(model) = self.build(&mut RandomWeights::new(device));
+        model
+    }
+
+    /// Tensors of one block.
+    pub const TENSORS_PER_LAYER: usize = 12;
+    /// Tensors outside the blocks (`wte`, `wpe`, `ln_f` weight and bias).
+    pub const FIXED_TENSORS: usize = 4;
+
+    /// The model's one constructor: every tensor asked of `source` by its Hugging Face name
+    /// (`transformer.h.N.attn.c_attn.weight`, …) with the shape this config implies.
+    ///
+    /// The order — the blocks (`ln_1`, `c_attn`, `c_proj`, `ln_2`, `c_fc`, `c_proj`; weight
+    /// before bias), then `wte`, `wpe` and `ln_f` — is the order [`Self::init_random`] draws
+    /// its numbers in.
+    pub fn build<S: WeightSource>(&self, s: &mut S) -> Result<Gpt2LmHeadModel, S::Error> {
+        let (d, inner, eps) = (self.n_embd, self.inner_dim(), self.layer_norm_epsilon);
+        let mut h = Vec::with_capacity(self.n_layer);
+        for i in 0..self.n_layer {
+            let l = format!("transformer.h.{i}");
+            h.push(Gpt2Block {
+                ln_1: s.layer_norm(&format!("{l}.ln_1"), d, eps)?,
                 attn: Gpt2Attention {
-                    c_attn: linear(d, 3 * d),
-                    c_proj: linear(d, d),
+                    c_attn: s.conv1d(&format!("{l}.attn.c_attn"), d, 3 * d)?,
+                    c_proj: s.conv1d(&format!("{l}.attn.c_proj"), d, d)?,
                     num_heads: self.n_head,
                     scale: self.attention_scale(i),
                 },
-                ln_2: ln(),
+                ln_2: s.layer_norm(&format!("{l}.ln_2"), d, eps)?,
                 mlp: Gpt2Mlp {
-                    c_fc: linear(d, self.inner_dim()),
-                    c_proj: linear(self.inner_dim(), d),
+                    c_fc: s.conv1d(&format!("{l}.mlp.c_fc"), d, inner)?,
+                    c_proj: s.conv1d(&format!("{l}.mlp.c_proj"), inner, d)?,
                     act: self.activation_function,
                 },
-            })
-            .collect();
-        Gpt2LmHeadModel {
-            transformer: Gpt2Model {
-                wte: Embedding {
-                    weight: Param::from_tensor(normal([self.vocab_size, d])),
-                },
-                wpe: Embedding {
-                    weight: Param::from_tensor(normal([self.n_positions, d])),
-                },
-                h,
-                ln_f: ln(),
-            },
+            });
         }
+        let wte = s.embedding("transformer.wte", self.vocab_size, d)?;
+        let wpe = s.embedding("transformer.wpe", self.n_positions, d)?;
+        let ln_f = s.layer_norm("transformer.ln_f", d, eps)?;
+        Ok(Gpt2LmHeadModel {
+            transformer: Gpt2Model { wte, wpe, h, ln_f },
+        })
     }
 
     /// Score scale of block `layer`.
@@ -339,34 +346,25 @@ impl Gpt2LmHeadModel {
     }
 }
 
+linears!(Gpt2Attention { c_attn, c_proj });
+linears!(Gpt2Mlp { c_fc, c_proj });
+linears!(Gpt2Block { attn, mlp });
+linears!(Gpt2Model { h });
+linears!(Gpt2LmHeadModel { transformer });
+
 impl Gpt2LmHeadModel {
     /// Calls `f(hf_name, linear)` for every projection, named as in HF/PEFT
-    /// (`transformer.h.N.attn.c_attn`, `….attn.c_proj`, `….mlp.c_fc`, `….mlp.c_proj`).
+    /// (`transformer.h.N.attn.c_attn`, `….attn.c_proj`, `….mlp.c_fc`, `….mlp.c_proj`), walked
+    /// from the module tree.
     ///
     /// These are `Conv1D` layers (PEFT `fan_in_fan_out: true`); burn's [`Linear`] already
     /// stores them `[in, out]`, so a LoRA delta is added the same way as for any linear.
     pub fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
-        for (i, b) in self.transformer.h.iter().enumerate() {
-            f(&format!("transformer.h.{i}.attn.c_attn"), &b.attn.c_attn);
-            f(&format!("transformer.h.{i}.attn.c_proj"), &b.attn.c_proj);
-            f(&format!("transformer.h.{i}.mlp.c_fc"), &b.mlp.c_fc);
-            f(&format!("transformer.h.{i}.mlp.c_proj"), &b.mlp.c_proj);
-        }
+        self.visit_linears("", f)
     }
 
     /// Mutable [`Self::for_each_linear`], same names and order.
     pub fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
-        for (i, b) in self.transformer.h.iter_mut().enumerate() {
-            f(
-                &format!("transformer.h.{i}.attn.c_attn"),
-                &mut b.attn.c_attn,
-            );
-            f(
-                &format!("transformer.h.{i}.attn.c_proj"),
-                &mut b.attn.c_proj,
-            );
-            f(&format!("transformer.h.{i}.mlp.c_fc"), &mut b.mlp.c_fc);
-            f(&format!("transformer.h.{i}.mlp.c_proj"), &mut b.mlp.c_proj);
-        }
+        self.visit_linears_mut("", f)
     }
 }

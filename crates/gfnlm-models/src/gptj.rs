@@ -9,7 +9,7 @@
 //! ([`PartialRotary`]) come from [`crate::layers`]; loading from a Hugging Face folder is in
 //! [`crate::hf`].
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,7 @@ use crate::cache::KvCache;
 use crate::head::last_position;
 use crate::layers::{Activation, Embedding, LayerNorm, PartialRotary, RotaryTables};
 use crate::linear::Linear;
+use crate::weights::{Linears, RandomWeights, WeightSource, linears};
 
 /// Hyper-parameters of a GPT-J model (field names follow HF's `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,46 +118,53 @@ impl GptJConfig {
     }
 
     /// A model with random weights (N(0, 0.1²) matrices and biases, norms near 1): for tests.
+    /// Seed burn's generator on `device` for a reproducible model.
     pub fn init_random(&self, device: &Device) -> GptJForCausalLm {
-        use burn::tensor::Distribution;
-        let normal =
-            |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.1), device);
-        let vec =
-            |n: usize, mean: f64| Tensor::<1>::random([n], Distribution::Normal(mean, 0.1), device);
-        let (d, inner) = (self.n_embd, self.inner_dim());
-        let ln = || LayerNorm::new(vec(d, 1.0), vec(d, 0.0), self.layer_norm_epsilon);
-        let h = (0..self.n_layer)
-            .map(|_| GptJBlock {
-                ln_1: ln(),
+        let Ok(model) = self.build(&mut RandomWeights::new(device));
+        model
+    }
+
+    /// Tensors of one block.
+    pub const TENSORS_PER_LAYER: usize = 10;
+    /// Tensors outside the blocks (`wte`, `ln_f` weight and bias, `lm_head` weight and bias).
+    pub const FIXED_TENSORS: usize = 5;
+
+    /// The model's one constructor: every tensor asked of `source` by its Hugging Face name
+    /// (`transformer.h.N.attn.q_proj.weight`, …) with the shape this config implies.
+    ///
+    /// The order — the blocks (`ln_1`, q, k, v, out, `fc_in`, `fc_out`; weight before bias),
+    /// then `wte`, `ln_f` and `lm_head` — is the order [`Self::init_random`] draws its numbers
+    /// in.
+    pub fn build<S: WeightSource>(&self, s: &mut S) -> Result<GptJForCausalLm, S::Error> {
+        let (d, inner, eps) = (self.n_embd, self.inner_dim(), self.layer_norm_epsilon);
+        let mut h = Vec::with_capacity(self.n_layer);
+        for i in 0..self.n_layer {
+            let l = format!("transformer.h.{i}");
+            h.push(GptJBlock {
+                ln_1: s.layer_norm(&format!("{l}.ln_1"), d, eps)?,
                 attn: GptJAttention {
-                    q_proj: Linear::new(normal([d, d]), None),
-                    k_proj: Linear::new(normal([d, d]), None),
-                    v_proj: Linear::new(normal([d, d]), None),
-                    out_proj: Linear::new(normal([d, d]), None),
+                    q_proj: s.linear(&format!("{l}.attn.q_proj"), d, d, false)?,
+                    k_proj: s.linear(&format!("{l}.attn.k_proj"), d, d, false)?,
+                    v_proj: s.linear(&format!("{l}.attn.v_proj"), d, d, false)?,
+                    out_proj: s.linear(&format!("{l}.attn.out_proj"), d, d, false)?,
                     num_heads: self.n_head,
                     rotary: PartialRotary::new(self.head_dim(), self.rotary_dim()),
                 },
                 mlp: GptJMlp {
-                    fc_in: Linear::new(normal([d, inner]), Some(vec(inner, 0.0))),
-                    fc_out: Linear::new(normal([inner, d]), Some(vec(d, 0.0))),
+                    fc_in: s.linear(&format!("{l}.mlp.fc_in"), d, inner, true)?,
+                    fc_out: s.linear(&format!("{l}.mlp.fc_out"), inner, d, true)?,
                     act: self.activation_function,
                 },
-            })
-            .collect();
-        GptJForCausalLm {
-            transformer: GptJModel {
-                wte: Embedding {
-                    weight: Param::from_tensor(normal([self.vocab_size, d])),
-                },
-                h,
-                ln_f: ln(),
-            },
-            lm_head: Linear::new(
-                normal([d, self.vocab_size]),
-                Some(vec(self.vocab_size, 0.0)),
-            ),
-            max_positions: self.n_positions,
+            });
         }
+        let wte = s.embedding("transformer.wte", self.vocab_size, d)?;
+        let ln_f = s.layer_norm("transformer.ln_f", d, eps)?;
+        let lm_head = s.linear("lm_head", d, self.vocab_size, true)?;
+        Ok(GptJForCausalLm {
+            transformer: GptJModel { wte, h, ln_f },
+            lm_head,
+            max_positions: self.n_positions,
+        })
     }
 }
 
@@ -338,42 +346,31 @@ impl GptJForCausalLm {
     }
 }
 
+linears!(GptJAttention {
+    q_proj,
+    k_proj,
+    v_proj,
+    out_proj
+});
+linears!(GptJMlp { fc_in, fc_out });
+linears!(GptJBlock { attn, mlp });
+linears!(GptJModel { h });
+linears!(GptJForCausalLm {
+    transformer,
+    lm_head
+});
+
 impl GptJForCausalLm {
     /// Calls `f(hf_name, linear)` for every linear layer, named as in HF/PEFT
     /// (`transformer.h.N.attn.{q,k,v,out}_proj`, `transformer.h.N.mlp.{fc_in,fc_out}`,
-    /// `lm_head`). A LoRA delta on q/k lands before rotary, as in PEFT.
+    /// `lm_head`), walked from the module tree. A LoRA delta on q/k lands before rotary, as in
+    /// PEFT.
     pub fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
-        for (i, b) in self.transformer.h.iter().enumerate() {
-            let a = &b.attn;
-            for (n, l) in [
-                ("q_proj", &a.q_proj),
-                ("k_proj", &a.k_proj),
-                ("v_proj", &a.v_proj),
-                ("out_proj", &a.out_proj),
-            ] {
-                f(&format!("transformer.h.{i}.attn.{n}"), l);
-            }
-            f(&format!("transformer.h.{i}.mlp.fc_in"), &b.mlp.fc_in);
-            f(&format!("transformer.h.{i}.mlp.fc_out"), &b.mlp.fc_out);
-        }
-        f("lm_head", &self.lm_head);
+        self.visit_linears("", f)
     }
 
     /// Mutable [`Self::for_each_linear`], same names and order.
     pub fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
-        for (i, b) in self.transformer.h.iter_mut().enumerate() {
-            let a = &mut b.attn;
-            for (n, l) in [
-                ("q_proj", &mut a.q_proj),
-                ("k_proj", &mut a.k_proj),
-                ("v_proj", &mut a.v_proj),
-                ("out_proj", &mut a.out_proj),
-            ] {
-                f(&format!("transformer.h.{i}.attn.{n}"), l);
-            }
-            f(&format!("transformer.h.{i}.mlp.fc_in"), &mut b.mlp.fc_in);
-            f(&format!("transformer.h.{i}.mlp.fc_out"), &mut b.mlp.fc_out);
-        }
-        f("lm_head", &mut self.lm_head);
+        self.visit_linears_mut("", f)
     }
 }

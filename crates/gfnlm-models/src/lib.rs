@@ -9,9 +9,12 @@
 //!
 //! 1. **Layers** — [`linear`] (projection + LoRA side path), [`layers`] (embedding, LayerNorm,
 //!    RMSNorm, rotary embedding, activations), [`attention`] (causal SDPA), [`cache`] (KV
-//!    cache), [`precision`] (mixed-precision helpers).
+//!    cache), [`precision`] (mixed-precision helpers), [`weights`] (the [`WeightSource`]
+//!    trait, random init, the tensor recorder and the [`Linears`] module-tree walk).
 //! 2. **Architectures** — [`llama`], [`gpt2`], [`gptj`]: each a module tree named after the
-//!    Hugging Face checkpoint, built from the layers above and from nothing of one another.
+//!    Hugging Face checkpoint, built from the layers above and from nothing of one another,
+//!    with one constructor (`build` over a [`WeightSource`]) that random init, safetensors
+//!    and GGUF loading all go through.
 //! 3. **[`CausalLm`]** ([`causal_lm`]) — one enum over the architectures, with its
 //!    [`CausalLmConfig`], the [`Architecture`] tag and the [`LanguageModel`] trait.
 //! 4. **Decoding** — [`generate`] (sampling, teacher-forced scoring) and [`decode`] (the one
@@ -21,8 +24,9 @@
 //!
 //! Loading sits beside this stack and depends on it, never the other way: [`load`] reads
 //! llama.cpp GGUF files, [`hf`] reads Hugging Face folders (config, safetensors, tokenizer
-//! vocabulary check) and defines [`CausalLm::load`], which dispatches between the two. No
-//! model module imports from [`load`] or [`hf`]. [`device`] parses `--device` strings;
+//! vocabulary check) and defines [`CausalLm::load`], which dispatches between the two; each is
+//! a [`WeightSource`] handed to the architecture's constructor. No model module imports from
+//! [`load`] or [`hf`]. [`device`] parses `--device` strings;
 //! [`limits`] bounds every size read from a file or a command line.
 
 pub mod attention;
@@ -42,6 +46,7 @@ pub mod llama;
 pub mod load;
 pub mod precision;
 pub mod search;
+pub mod weights;
 
 pub use cache::KvCache;
 pub use causal_lm::{Architecture, CausalLm, CausalLmConfig, LanguageModel};
@@ -54,3 +59,4 @@ pub use linear::Linear;
 pub use llama::{LlamaConfig, LlamaForCausalLm};
 pub use load::{LoadError, llama_config_from_gguf, load_llama_from_gguf, load_llama_gguf};
 pub use precision::{UnsupportedPrecision, WeightPrecision};
+pub use weights::{Linears, RandomWeights, TensorRecorder, WeightSource};

@@ -12,11 +12,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use gfnlm_gguf::llama::{self, LlamaHParams};
 use gfnlm_gguf::{GgufError, GgufFile};
 
-use crate::layers::{Embedding, RmsNorm, RotaryEmbedding};
-use crate::linear::Linear;
-use crate::llama::{
-    LlamaAttention, LlamaConfig, LlamaDecoderLayer, LlamaForCausalLm, LlamaMlp, LlamaModel,
-};
+use crate::llama::{LlamaConfig, LlamaForCausalLm};
+use crate::weights::{Role, Stored, WeightSource};
 
 /// Why a checkpoint could not be turned into a model.
 #[derive(Debug, thiserror::Error)]
@@ -136,12 +133,13 @@ pub fn llama_config_from_gguf(gguf: &GgufFile) -> Result<LlamaConfig, LoadError>
         path: path(),
         message,
     })?;
-    // 9 tensors a layer plus the embedding and the final norm, before any per-layer work.
+    // The tensors of every layer plus the embedding and the final norm, before any
+    // per-layer work.
     crate::limits::check_layer_count(
         &format!("{arch}.block_count"),
         config.num_hidden_layers,
-        9,
-        2,
+        LlamaConfig::TENSORS_PER_LAYER,
+        LlamaConfig::FIXED_TENSORS,
         gguf.tensors().len(),
     )
     .map_err(|message| LoadError::Config {
@@ -160,38 +158,53 @@ pub fn load_llama_gguf(
     load_llama_from_gguf(&gguf, device)
 }
 
-/// Builds the Llama model on `device` from an opened GGUF file.
+/// Builds the Llama model on `device` from an opened GGUF file, through the one constructor
+/// [`LlamaConfig::build`] with the file as its [`WeightSource`].
 pub fn load_llama_from_gguf(
     gguf: &GgufFile,
     device: &Device,
 ) -> Result<(LlamaForCausalLm, LlamaConfig), LoadError> {
     let config = llama_config_from_gguf(gguf)?;
     let hp = LlamaHParams::from_gguf(gguf)?;
-    let model = GgufWeights {
+    let model = config.build(&mut GgufSource {
         gguf,
         hp: &hp,
-        config: &config,
         device,
-    }
-    .build()?;
+    })?;
     Ok((model, config))
 }
 
-struct GgufWeights<'a> {
+/// A GGUF file as a [`WeightSource`]: Hugging Face names are mapped to llama.cpp's
+/// (`model.layers.N.self_attn.q_proj.weight` → `blk.N.attn_q.weight`, see
+/// [`llama::gguf_name`]); each tensor is checked against the shape the config implies,
+/// dequantised to f32, its Q/K rows un-permuted to the HF order, checked for NaN/Inf and
+/// transposed to burn's layout where the model wants it so.
+struct GgufSource<'a> {
     gguf: &'a GgufFile,
     hp: &'a LlamaHParams,
-    config: &'a LlamaConfig,
     device: &'a Device,
 }
 
-impl GgufWeights<'_> {
+impl GgufSource<'_> {
+    fn path(&self) -> PathBuf {
+        self.gguf.path().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    /// The llama.cpp name of `hf_name`.
+    fn name(&self, hf_name: &str) -> Result<String, LoadError> {
+        llama::gguf_name(hf_name).ok_or_else(|| LoadError::Config {
+            path: self.path(),
+            message: format!("tensor '{hf_name}' has no llama.cpp name"),
+        })
+    }
+
     /// Dequantised tensor, checked against the expected row-major shape.
     /// (Q/K rows are un-permuted to the HF order on the way.)
     fn read(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, LoadError> {
         let actual = self.gguf.tensor_info(name)?.shape();
         if actual != expected {
             return Err(LoadError::Shape {
-                path: self.gguf.path().map(Path::to_path_buf).unwrap_or_default(),
+                path: self.path(),
                 tensor: name.to_string(),
                 expected: expected.to_vec(),
                 actual,
@@ -200,7 +213,7 @@ impl GgufWeights<'_> {
         let data = llama::load_hf_layout(self.gguf, self.hp, name)?.data;
         if let Some((index, value)) = crate::limits::first_non_finite(&data) {
             return Err(LoadError::NonFinite {
-                path: self.gguf.path().map(Path::to_path_buf).unwrap_or_default(),
+                path: self.path(),
                 tensor: name.to_string(),
                 index,
                 value,
@@ -208,72 +221,29 @@ impl GgufWeights<'_> {
         }
         Ok(data)
     }
+}
 
-    fn vector(&self, name: &str, len: usize) -> Result<Tensor<1>, LoadError> {
-        let data = self.read(name, &[len])?;
+impl WeightSource for GgufSource<'_> {
+    type Error = LoadError;
+
+    fn vector(&mut self, name: &str, len: usize, _role: Role) -> Result<Tensor<1>, LoadError> {
+        let data = self.read(&self.name(name)?, &[len])?;
         Ok(Tensor::from_data(TensorData::new(data, [len]), self.device))
     }
 
-    /// An `[out, in]` matrix from the file as a burn `[in, out]` projection.
-    fn linear(&self, name: &str, out: usize, inp: usize) -> Result<Linear, LoadError> {
-        let w = self.read(name, &[out, inp])?;
-        let t = transpose(&w, out, inp);
-        Ok(Linear::new(
-            Tensor::from_data(TensorData::new(t, [inp, out]), self.device),
-            None,
-        ))
-    }
-
-    fn build(&self) -> Result<LlamaForCausalLm, LoadError> {
-        let c = self.config;
-        let (d, hd) = (c.hidden_size, c.head_dim());
-        let (h, kvh) = (c.num_attention_heads, c.num_key_value_heads);
-        let eps = c.rms_norm_eps;
-        let embed = self.read("token_embd.weight", &[c.vocab_size, d])?;
-        let embed_tokens = Embedding {
-            weight: burn::module::Param::from_tensor(Tensor::from_data(
-                TensorData::new(embed, [c.vocab_size, d]),
-                self.device,
-            )),
+    fn matrix(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        stored: Stored,
+    ) -> Result<Tensor<2>, LoadError> {
+        let [rows, cols] = stored.shape(shape);
+        let data = self.read(&self.name(name)?, &[rows, cols])?;
+        let data = match stored {
+            Stored::AsIs => data,
+            Stored::Transposed => transpose(&data, rows, cols),
         };
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for i in 0..c.num_hidden_layers {
-            let n = |s: &str| format!("blk.{i}.{s}.weight");
-            layers.push(LlamaDecoderLayer {
-                self_attn: LlamaAttention {
-                    q_proj: self.linear(&n("attn_q"), h * hd, d)?,
-                    k_proj: self.linear(&n("attn_k"), kvh * hd, d)?,
-                    v_proj: self.linear(&n("attn_v"), kvh * hd, d)?,
-                    o_proj: self.linear(&n("attn_output"), d, h * hd)?,
-                    num_heads: h,
-                    num_kv_heads: kvh,
-                    head_dim: hd,
-                },
-                mlp: LlamaMlp {
-                    gate_proj: self.linear(&n("ffn_gate"), c.intermediate_size, d)?,
-                    up_proj: self.linear(&n("ffn_up"), c.intermediate_size, d)?,
-                    down_proj: self.linear(&n("ffn_down"), d, c.intermediate_size)?,
-                },
-                input_layernorm: RmsNorm::new(self.vector(&n("attn_norm"), d)?, eps),
-                post_attention_layernorm: RmsNorm::new(self.vector(&n("ffn_norm"), d)?, eps),
-            });
-        }
-        let norm = RmsNorm::new(self.vector("output_norm.weight", d)?, eps);
-        let lm_head = if c.tie_word_embeddings {
-            None
-        } else {
-            Some(self.linear("output.weight", c.vocab_size, d)?)
-        };
-        Ok(LlamaForCausalLm {
-            model: LlamaModel {
-                embed_tokens,
-                layers,
-                norm,
-            },
-            lm_head,
-            rope: RotaryEmbedding::new(hd, c.rope_theta),
-            max_positions: c.max_position_embeddings,
-        })
+        Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
     }
 }
 

@@ -119,7 +119,7 @@ fn gpt2_tensors() -> Tensors {
     let CausalLmConfig::Gpt2(c) = config_of(&gpt2_config()) else {
         unreachable!()
     };
-    tensors_for(&gpt2_expected_tensors(&c, "transformer."))
+    tensors_for(&gpt2_expected_tensors(&c, "transformer.", &device()))
 }
 
 fn config_of(config: &serde_json::Value) -> CausalLmConfig {
@@ -376,7 +376,7 @@ fn untied_llama_and_gptj_load_from_synthetic_folders() {
     write_config(&dir, &config);
     write_safetensors(
         &dir.join("model.safetensors"),
-        &tensors_for(&llama_expected_tensors(&llama, "model.")),
+        &tensors_for(&llama_expected_tensors(&llama, "model.", &device())),
         Dtype::F32,
     );
     let (model, _) = load_dir(&dir, &device()).unwrap();
@@ -395,7 +395,7 @@ fn untied_llama_and_gptj_load_from_synthetic_folders() {
     };
     let dir = scratch("gptj");
     write_config(&dir, &gptj);
-    let mut tensors = tensors_for(&gptj_expected_tensors(&c));
+    let mut tensors = tensors_for(&gptj_expected_tensors(&c, &device()));
     // Real GPT-J checkpoints carry the causal-mask buffers; they are ignored.
     tensors.insert("transformer.h.0.attn.bias".into(), (vec![1], vec![1.0]));
     write_safetensors(&dir.join("model.safetensors"), &tensors, Dtype::F32);
@@ -540,7 +540,7 @@ fn non_finite_base_weights_are_refused_naming_the_tensor() {
     let mut config = serde_json::to_value(&llama).unwrap();
     config["model_type"] = json!("llama");
     write_config(&dir, &config);
-    let mut tensors = tensors_for(&llama_expected_tensors(&llama, "model."));
+    let mut tensors = tensors_for(&llama_expected_tensors(&llama, "model.", &device()));
     tensors
         .get_mut("model.layers.0.self_attn.k_proj.weight")
         .unwrap()

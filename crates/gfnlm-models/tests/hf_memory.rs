@@ -53,7 +53,7 @@ fn write_wide_gptj() -> PathBuf {
     let CausalLmConfig::GptJ(c) = read_config(&dir).unwrap() else {
         panic!("tiny-gptj's config is not GPT-J")
     };
-    let tensors = gptj_expected_tensors(&c);
+    let tensors = gptj_expected_tensors(&c, &gfnlm_models::parse_device("flex").unwrap());
 
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;

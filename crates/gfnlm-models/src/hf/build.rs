@@ -1,18 +1,91 @@
-//! Turning checked safetensors entries into burn tensors and layers.
+//! The safetensors [`WeightSource`]: checked checkpoint entries as burn tensors, and the tensor
+//! list a config implies, derived from the architecture's one constructor.
 
-use burn::module::Param;
+use std::convert::Infallible;
+
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::error::HfError;
 use super::weights::SafetensorsWeights;
-use crate::layers::Embedding;
-use crate::linear::Linear;
+use crate::weights::{Role, Stored, TensorRecorder, WeightSource};
 
-/// Reads tensors from a checkpoint onto a device. Call [`SafetensorsWeights::check`] first:
-/// shapes are then known to be right and reads only fail on I/O.
-pub(crate) struct TensorReader<'a> {
+/// Reads tensors from a checkpoint onto a device, by Hugging Face name.
+///
+/// The constructors ask for canonical names (`model.…`, `transformer.…`); a checkpoint saved
+/// from the bare body stores them without that prefix, and `strip` names the prefix to drop.
+/// Call [`SafetensorsWeights::check`] first (with [`expected_tensors`]) so that every problem
+/// is reported at once; a read still refuses a missing or misshapen tensor on its own.
+pub(crate) struct SafetensorsSource<'a> {
     pub weights: &'a SafetensorsWeights,
     pub device: &'a Device,
+    pub strip: Option<&'static str>,
+}
+
+impl SafetensorsSource<'_> {
+    fn stored_name<'n>(&self, name: &'n str) -> &'n str {
+        self.strip
+            .and_then(|p| name.strip_prefix(p))
+            .unwrap_or(name)
+    }
+
+    fn check_shape(&self, name: &str, shape: &[usize]) -> Result<(), HfError> {
+        match self.weights.get(name) {
+            Some(e) if e.shape != shape => Err(HfError::Tensors {
+                dir: self.weights.dir().to_path_buf(),
+                missing: Vec::new(),
+                mismatched: vec![(name.to_string(), shape.to_vec(), e.shape.clone())],
+                unexpected: Vec::new(),
+                unsupported_dtype: Vec::new(),
+            }),
+            // A missing tensor is reported by the read itself.
+            _ => Ok(()),
+        }
+    }
+}
+
+impl WeightSource for SafetensorsSource<'_> {
+    type Error = HfError;
+
+    fn vector(&mut self, name: &str, len: usize, _role: Role) -> Result<Tensor<1>, HfError> {
+        let name = self.stored_name(name);
+        self.check_shape(name, &[len])?;
+        let (data, _) = self.weights.read_f32(name)?;
+        Ok(Tensor::from_data(TensorData::new(data, [len]), self.device))
+    }
+
+    fn matrix(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        stored: Stored,
+    ) -> Result<Tensor<2>, HfError> {
+        let name = self.stored_name(name);
+        self.check_shape(name, &stored.shape(shape))?;
+        let data = match stored {
+            Stored::AsIs => self.weights.read_f32(name)?.0,
+            Stored::Transposed => self.weights.read_f32_transposed(name)?.0,
+        };
+        Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
+    }
+}
+
+/// The `(name, stored shape)` list that `build` asks for, with the canonical prefix
+/// `canonical` (`"model."`, `"transformer."`) replaced by `prefix`. Nothing is read or
+/// allocated but one-element placeholders on `device`.
+pub(crate) fn expected_tensors<M>(
+    device: &Device,
+    canonical: &str,
+    prefix: &str,
+    build: impl FnOnce(&mut TensorRecorder) -> Result<M, Infallible>,
+) -> Vec<(String, Vec<usize>)> {
+    TensorRecorder::record(device, build)
+        .tensors
+        .into_iter()
+        .map(|(name, shape)| match name.strip_prefix(canonical) {
+            Some(rest) => (format!("{prefix}{rest}"), shape),
+            None => (name, shape),
+        })
+        .collect()
 }
 
 /// Refuses a layer count the checkpoint cannot hold (`per_layer` tensors a layer plus
@@ -30,53 +103,4 @@ pub(crate) fn check_layer_count(
             path: weights.dir().join(super::CONFIG_FILE),
             message,
         })
-}
-
-impl TensorReader<'_> {
-    /// A 1-D tensor.
-    pub fn vector(&self, name: &str) -> Result<Tensor<1>, HfError> {
-        let (data, shape) = self.weights.read_f32(name)?;
-        Ok(Tensor::from_data(
-            TensorData::new(data, [shape.iter().product::<usize>()]),
-            self.device,
-        ))
-    }
-
-    /// A 2-D tensor in its stored layout.
-    pub fn matrix(&self, name: &str) -> Result<Tensor<2>, HfError> {
-        let (data, shape) = self.weights.read_f32(name)?;
-        Ok(Tensor::from_data(
-            TensorData::new(data, [shape[0], shape[1]]),
-            self.device,
-        ))
-    }
-
-    /// A token embedding `[vocab, hidden]`.
-    pub fn embedding(&self, name: &str) -> Result<Embedding, HfError> {
-        Ok(Embedding {
-            weight: Param::from_tensor(self.matrix(name)?),
-        })
-    }
-
-    /// A PyTorch `nn.Linear` (`{prefix}.weight` `[out, in]`, transposed to burn's `[in, out]`),
-    /// with `{prefix}.bias` when `bias`.
-    pub fn linear(&self, prefix: &str, bias: bool) -> Result<Linear, HfError> {
-        let (t, shape) = self
-            .weights
-            .read_f32_transposed(&format!("{prefix}.weight"))?;
-        let weight = Tensor::from_data(TensorData::new(t, shape), self.device);
-        let bias = if bias {
-            Some(self.vector(&format!("{prefix}.bias"))?)
-        } else {
-            None
-        };
-        Ok(Linear::new(weight, bias))
-    }
-
-    /// A GPT-2 `Conv1D` (`{prefix}.weight` already `[in, out]`, plus `{prefix}.bias`).
-    pub fn conv1d(&self, prefix: &str) -> Result<Linear, HfError> {
-        let weight = self.matrix(&format!("{prefix}.weight"))?;
-        let bias = self.vector(&format!("{prefix}.bias"))?;
-        Ok(Linear::new(weight, Some(bias)))
-    }
 }

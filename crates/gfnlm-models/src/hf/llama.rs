@@ -5,13 +5,10 @@ use std::path::Path;
 use burn::tensor::Device;
 use serde_json::Value;
 
-use super::build::TensorReader;
+use super::build::{SafetensorsSource, check_layer_count, expected_tensors};
 use super::error::HfError;
 use super::weights::SafetensorsWeights;
-use crate::layers::{RmsNorm, RotaryEmbedding};
-use crate::llama::{
-    LlamaAttention, LlamaConfig, LlamaDecoderLayer, LlamaForCausalLm, LlamaMlp, LlamaModel,
-};
+use crate::llama::{LlamaConfig, LlamaForCausalLm};
 
 /// Parses a Llama `config.json` (already read as JSON) into a [`LlamaConfig`].
 ///
@@ -69,97 +66,41 @@ pub fn llama_config_from_json(path: &Path, mut json: Value) -> Result<LlamaConfi
     Ok(config)
 }
 
-/// The `(name, shape)` list a Llama config implies, under `prefix` (`"model."` normally).
-pub fn llama_expected_tensors(c: &LlamaConfig, prefix: &str) -> Vec<(String, Vec<usize>)> {
-    let (d, hd, inter) = (c.hidden_size, c.head_dim(), c.intermediate_size);
-    let (h, kvh) = (c.num_attention_heads, c.num_key_value_heads);
-    let mut v = vec![(
-        format!("{prefix}embed_tokens.weight"),
-        vec![c.vocab_size, d],
-    )];
-    for i in 0..c.num_hidden_layers {
-        let l = format!("{prefix}layers.{i}.");
-        v.extend([
-            (format!("{l}input_layernorm.weight"), vec![d]),
-            (format!("{l}post_attention_layernorm.weight"), vec![d]),
-            (format!("{l}self_attn.q_proj.weight"), vec![h * hd, d]),
-            (format!("{l}self_attn.k_proj.weight"), vec![kvh * hd, d]),
-            (format!("{l}self_attn.v_proj.weight"), vec![kvh * hd, d]),
-            (format!("{l}self_attn.o_proj.weight"), vec![d, h * hd]),
-            (format!("{l}mlp.gate_proj.weight"), vec![inter, d]),
-            (format!("{l}mlp.up_proj.weight"), vec![inter, d]),
-            (format!("{l}mlp.down_proj.weight"), vec![d, inter]),
-        ]);
-    }
-    v.push((format!("{prefix}norm.weight"), vec![d]));
-    if !c.tie_word_embeddings {
-        v.push(("lm_head.weight".into(), vec![c.vocab_size, d]));
-    }
-    v
+/// The `(name, stored shape)` list a Llama config implies, under `prefix` (`"model."`
+/// normally), in the order [`LlamaConfig::build`] asks for them: derived from that one
+/// constructor, with placeholders on `device` (nothing is read or drawn).
+pub fn llama_expected_tensors(
+    c: &LlamaConfig,
+    prefix: &str,
+    device: &Device,
+) -> Vec<(String, Vec<usize>)> {
+    expected_tensors(device, "model.", prefix, |r| c.build(r))
 }
 
-/// Builds the model from checked-out weights.
+/// Builds the model from a checkpoint, checking every tensor first.
 pub(crate) fn build_llama(
     c: &LlamaConfig,
     weights: &SafetensorsWeights,
     device: &Device,
 ) -> Result<LlamaForCausalLm, HfError> {
     // Checkpoints saved from the bare `LlamaModel` lack the `model.` prefix.
-    let prefix = if !weights.contains("model.embed_tokens.weight")
-        && weights.contains("embed_tokens.weight")
-    {
-        ""
-    } else {
-        "model."
-    };
-    super::build::check_layer_count(weights, "num_hidden_layers", c.num_hidden_layers, 9, 2)?;
-    weights.check(&llama_expected_tensors(c, prefix), |name| {
+    let bare =
+        !weights.contains("model.embed_tokens.weight") && weights.contains("embed_tokens.weight");
+    check_layer_count(
+        weights,
+        "num_hidden_layers",
+        c.num_hidden_layers,
+        LlamaConfig::TENSORS_PER_LAYER,
+        LlamaConfig::FIXED_TENSORS,
+    )?;
+    let prefix = if bare { "" } else { "model." };
+    weights.check(&llama_expected_tensors(c, prefix, device), |name| {
         name.ends_with(".rotary_emb.inv_freq")
             || (c.tie_word_embeddings && name == "lm_head.weight")
     })?;
-    let r = TensorReader { weights, device };
-    let eps = c.rms_norm_eps;
-    let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
-    let embed_tokens = r.embedding(&format!("{prefix}embed_tokens.weight"))?;
-    let mut layers = Vec::with_capacity(c.num_hidden_layers);
-    for i in 0..c.num_hidden_layers {
-        let l = format!("{prefix}layers.{i}.");
-        layers.push(LlamaDecoderLayer {
-            self_attn: LlamaAttention {
-                q_proj: r.linear(&format!("{l}self_attn.q_proj"), false)?,
-                k_proj: r.linear(&format!("{l}self_attn.k_proj"), false)?,
-                v_proj: r.linear(&format!("{l}self_attn.v_proj"), false)?,
-                o_proj: r.linear(&format!("{l}self_attn.o_proj"), false)?,
-                num_heads: h,
-                num_kv_heads: kvh,
-                head_dim: hd,
-            },
-            mlp: LlamaMlp {
-                gate_proj: r.linear(&format!("{l}mlp.gate_proj"), false)?,
-                up_proj: r.linear(&format!("{l}mlp.up_proj"), false)?,
-                down_proj: r.linear(&format!("{l}mlp.down_proj"), false)?,
-            },
-            input_layernorm: RmsNorm::new(r.vector(&format!("{l}input_layernorm.weight"))?, eps),
-            post_attention_layernorm: RmsNorm::new(
-                r.vector(&format!("{l}post_attention_layernorm.weight"))?,
-                eps,
-            ),
-        });
-    }
-    let norm = RmsNorm::new(r.vector(&format!("{prefix}norm.weight"))?, eps);
-    let lm_head = if c.tie_word_embeddings {
-        None
-    } else {
-        Some(r.linear("lm_head", false)?)
-    };
-    Ok(LlamaForCausalLm {
-        model: LlamaModel {
-            embed_tokens,
-            layers,
-            norm,
-        },
-        lm_head,
-        rope: RotaryEmbedding::new(hd, c.rope_theta),
-        max_positions: c.max_position_embeddings,
+    c.build(&mut SafetensorsSource {
+        weights,
+        device,
+        strip: bare.then_some("model."),
     })
 }

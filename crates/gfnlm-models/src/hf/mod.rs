@@ -2,9 +2,11 @@
 //! `model-0000N-of-0000M.safetensors` with `model.safetensors.index.json`) and `tokenizer.json`.
 //!
 //! The architecture is read from `config.json` (`model_type`, else `architectures`), the
-//! hyper-parameters are deserialised with serde, the tensor list the config implies is checked
-//! against the files in one pass (every missing, misshapen or unexpected tensor is named), and
-//! only then are weights decoded, one tensor at a time, from memory-mapped files. f32, f16 and
+//! hyper-parameters are deserialised with serde, the tensor list the config implies (recorded
+//! from the architecture's one constructor, see [`crate::weights`]) is checked against the
+//! files in one pass (every missing, misshapen or unexpected tensor is named), and only then
+//! does that constructor run on the files, decoding one tensor at a time from memory-mapped
+//! files. f32, f16 and
 //! bf16 tensors are widened to f32; PyTorch `nn.Linear` weights (`[out, in]`) are transposed to
 //! burn's `[in, out]`.
 //!

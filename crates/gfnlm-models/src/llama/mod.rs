@@ -5,8 +5,9 @@
 //! post_attention_layernorm}`, `model.norm`, `lm_head` (absent when tied to the embedding).
 //!
 //! The attention and SwiGLU MLP blocks live here; the embedding, [`RmsNorm`] and the
-//! half-split RoPE come from [`crate::layers`]. Loading is in [`crate::hf`] (safetensors) and
-//! [`crate::load`] (GGUF).
+//! half-split RoPE come from [`crate::layers`]. [`LlamaConfig::build`] is the one constructor:
+//! random init, [`crate::hf`] (safetensors) and [`crate::load`] (GGUF) are weight sources
+//! handed to it.
 
 mod attention;
 mod mlp;
@@ -14,7 +15,7 @@ mod mlp;
 pub use attention::LlamaAttention;
 pub use mlp::LlamaMlp;
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,7 @@ use crate::head::{last_position, tied_logits};
 use crate::layers::{Embedding, RmsNorm, RotaryEmbedding, RotaryTables};
 use crate::linear::Linear;
 use crate::precision::{UnsupportedPrecision, WeightPrecision, cast_param, check_supported};
+use crate::weights::{Linears, RandomWeights, WeightSource, linears};
 
 /// Hyper-parameters of a Llama-family model (field names follow HF's `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,55 +140,76 @@ impl LlamaConfig {
 
 impl LlamaConfig {
     /// A model with random weights (N(0, 0.1²) matrices, norms near 1): for tests and benches.
+    /// Seed burn's generator on `device` for a reproducible model.
     pub fn init_random(&self, device: &burn::tensor::Device) -> LlamaForCausalLm {
-        use burn::tensor::Distribution;
-        let normal =
-            |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.1), device);
-        let linear = |i: usize, o: usize| Linear::new(normal([i, o]), None);
-        let norm = || {
-            RmsNorm::new(
-                Tensor::<1>::random([self.hidden_size], Distribution::Normal(1.0, 0.1), device),
-                self.rms_norm_eps,
-            )
-        };
+        let Ok(model) = self.build(&mut RandomWeights::new(device));
+        model
+    }
+
+    /// Tensors of one decoder layer, and of the model outside its layers when the LM head is
+    /// tied (the fewest a checkpoint can hold besides its layers).
+    pub const TENSORS_PER_LAYER: usize = 9;
+    /// See [`Self::TENSORS_PER_LAYER`].
+    pub const FIXED_TENSORS: usize = 2;
+
+    /// The model's one constructor: every tensor asked of `source` by its Hugging Face name
+    /// (`model.layers.N.self_attn.q_proj.weight`, …) with the shape this config implies.
+    /// Random init, safetensors folders and GGUF files all go through here.
+    ///
+    /// The order — the layers (q, k, v, o, gate, up, down, the two norms), then the
+    /// embedding, the final norm and an untied head — is the order [`Self::init_random`] draws
+    /// its numbers in.
+    pub fn build<S: WeightSource>(&self, s: &mut S) -> Result<LlamaForCausalLm, S::Error> {
         let (d, hd, h, kvh) = (
             self.hidden_size,
             self.head_dim(),
             self.num_attention_heads,
             self.num_key_value_heads,
         );
-        let layers = (0..self.num_hidden_layers)
-            .map(|_| LlamaDecoderLayer {
+        let (inter, eps) = (self.intermediate_size, self.rms_norm_eps);
+        let mut layers = Vec::with_capacity(self.num_hidden_layers);
+        for i in 0..self.num_hidden_layers {
+            let l = format!("model.layers.{i}");
+            layers.push(LlamaDecoderLayer {
                 self_attn: LlamaAttention {
-                    q_proj: linear(d, h * hd),
-                    k_proj: linear(d, kvh * hd),
-                    v_proj: linear(d, kvh * hd),
-                    o_proj: linear(h * hd, d),
+                    q_proj: s.linear(&format!("{l}.self_attn.q_proj"), d, h * hd, false)?,
+                    k_proj: s.linear(&format!("{l}.self_attn.k_proj"), d, kvh * hd, false)?,
+                    v_proj: s.linear(&format!("{l}.self_attn.v_proj"), d, kvh * hd, false)?,
+                    o_proj: s.linear(&format!("{l}.self_attn.o_proj"), h * hd, d, false)?,
                     num_heads: h,
                     num_kv_heads: kvh,
                     head_dim: hd,
                 },
                 mlp: LlamaMlp {
-                    gate_proj: linear(d, self.intermediate_size),
-                    up_proj: linear(d, self.intermediate_size),
-                    down_proj: linear(self.intermediate_size, d),
+                    gate_proj: s.linear(&format!("{l}.mlp.gate_proj"), d, inter, false)?,
+                    up_proj: s.linear(&format!("{l}.mlp.up_proj"), d, inter, false)?,
+                    down_proj: s.linear(&format!("{l}.mlp.down_proj"), inter, d, false)?,
                 },
-                input_layernorm: norm(),
-                post_attention_layernorm: norm(),
-            })
-            .collect();
-        LlamaForCausalLm {
+                input_layernorm: s.rms_norm(&format!("{l}.input_layernorm"), d, eps)?,
+                post_attention_layernorm: s.rms_norm(
+                    &format!("{l}.post_attention_layernorm"),
+                    d,
+                    eps,
+                )?,
+            });
+        }
+        let embed_tokens = s.embedding("model.embed_tokens", self.vocab_size, d)?;
+        let norm = s.rms_norm("model.norm", d, eps)?;
+        let lm_head = if self.tie_word_embeddings {
+            None
+        } else {
+            Some(s.linear("lm_head", d, self.vocab_size, false)?)
+        };
+        Ok(LlamaForCausalLm {
             model: LlamaModel {
-                embed_tokens: Embedding {
-                    weight: Param::from_tensor(normal([self.vocab_size, d])),
-                },
+                embed_tokens,
                 layers,
-                norm: norm(),
+                norm,
             },
-            lm_head: (!self.tie_word_embeddings).then(|| linear(d, self.vocab_size)),
+            lm_head,
             rope: RotaryEmbedding::new(hd, self.rope_theta),
             max_positions: self.max_position_embeddings,
-        }
+        })
     }
 }
 
@@ -235,6 +258,21 @@ pub struct LlamaModel {
     pub norm: RmsNorm,
 }
 
+linears!(LlamaDecoderLayer { self_attn, mlp });
+linears!(LlamaAttention {
+    q_proj,
+    k_proj,
+    v_proj,
+    o_proj
+});
+linears!(LlamaMlp {
+    gate_proj,
+    up_proj,
+    down_proj
+});
+linears!(LlamaModel { layers });
+linears!(LlamaForCausalLm { model, lm_head });
+
 /// Llama with its LM head: tokens in, next-token logits out.
 #[derive(Module, Debug)]
 pub struct LlamaForCausalLm {
@@ -277,24 +315,20 @@ impl LlamaForCausalLm {
         let dtype = precision.float_dtype();
         let embed = &mut self.model.embed_tokens.weight;
         *embed = cast_param(embed.clone(), dtype);
-        for layer in &mut self.model.layers {
-            let (a, m) = (&mut layer.self_attn, &mut layer.mlp);
-            for lin in [
-                &mut a.q_proj,
-                &mut a.k_proj,
-                &mut a.v_proj,
-                &mut a.o_proj,
-                &mut m.gate_proj,
-                &mut m.up_proj,
-                &mut m.down_proj,
-            ] {
-                lin.cast_weight(dtype);
-            }
-        }
-        if let Some(head) = &mut self.lm_head {
-            head.cast_weight(dtype);
-        }
+        self.for_each_linear_mut(&mut |_, lin| lin.cast_weight(dtype));
         Ok(())
+    }
+
+    /// Calls `f(hf_name, linear)` for every projection, named as in HF/PEFT
+    /// (`model.layers.N.self_attn.{q,k,v,o}_proj`, `model.layers.N.mlp.{gate,up,down}_proj`,
+    /// an untied `lm_head`), walked from the module tree.
+    pub fn for_each_linear(&self, f: &mut dyn FnMut(&str, &Linear)) {
+        self.visit_linears("", f)
+    }
+
+    /// Mutable [`Self::for_each_linear`], same names and order.
+    pub fn for_each_linear_mut(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        self.visit_linears_mut("", f)
     }
 
     /// A fresh, empty KV cache for this model.
