@@ -2,6 +2,8 @@
 
 use burn::tensor::Tensor;
 
+use crate::layers::RotaryTables;
+
 /// Keys and values of one attention layer, `[batch, n_kv_heads, seq, head_dim]` each.
 #[derive(Debug, Clone)]
 pub struct LayerCache {
@@ -15,6 +17,10 @@ pub struct LayerCache {
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     layers: Vec<Option<LayerCache>>,
+    /// Rotary tables of positions `0..n` (absolute positions: valid whatever the cache holds),
+    /// built on first use and rebuilt at twice the length when outgrown, so that a decode
+    /// step slices them instead of recomputing its position's sines and cosines.
+    rope: Option<RotaryTables>,
 }
 
 impl KvCache {
@@ -22,7 +28,27 @@ impl KvCache {
     pub fn new(n_layers: usize) -> Self {
         Self {
             layers: vec![None; n_layers],
+            rope: None,
         }
+    }
+
+    /// The rotary tables of positions `start..start + len`, sliced from this cache's tables,
+    /// which `build(0, n)` makes (the model's own `tables` function) when they are missing or
+    /// shorter than `start + len`.
+    pub fn rotary_tables(
+        &mut self,
+        start: usize,
+        len: usize,
+        build: impl FnOnce(usize, usize) -> RotaryTables,
+    ) -> RotaryTables {
+        let need = start + len;
+        if self.rope.as_ref().is_none_or(|t| t.len() < need) {
+            self.rope = Some(build(0, need.next_power_of_two().max(64)));
+        }
+        self.rope
+            .as_ref()
+            .expect("tables were just built")
+            .positions(start, len)
     }
 
     /// Number of cached positions (0 when empty).
@@ -88,7 +114,10 @@ impl KvCache {
                 })
             })
             .collect();
-        Self { layers }
+        Self {
+            layers,
+            rope: self.rope.clone(),
+        }
     }
 
     /// The first `len` positions of every layer (a shorter prefix of the cached sequence).
@@ -114,7 +143,10 @@ impl KvCache {
                 })
             })
             .collect();
-        Self { layers }
+        Self {
+            layers,
+            rope: self.rope.clone(),
+        }
     }
 
     /// Keeps only the rows in `rows` (e.g. the sequences that are still being decoded).
@@ -129,6 +161,55 @@ impl KvCache {
                 })
             })
             .collect();
-        Self { layers }
+        Self {
+            layers,
+            rope: self.rope.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::RotaryEmbedding;
+    use burn::tensor::Device;
+
+    fn host(t: Tensor<4>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn cached_rotary_tables_equal_fresh_ones_bit_for_bit_and_grow() {
+        let device = Device::default();
+        let rope = RotaryEmbedding::new(8, 10_000.0);
+        let mut cache = KvCache::new(1);
+        let mut builds = 0;
+        for (start, len) in [(0, 5), (5, 1), (6, 1), (7, 60), (67, 1), (68, 3)] {
+            let got = cache.rotary_tables(start, len, |s, n| {
+                builds += 1;
+                rope.tables(s, n, &device)
+            });
+            let want = rope.tables(start, len, &device);
+            assert_eq!(got.len(), len);
+            assert_eq!(
+                host(got.cos),
+                host(want.cos),
+                "cos at {start}..{}",
+                start + len
+            );
+            assert_eq!(
+                host(got.sin),
+                host(want.sin),
+                "sin at {start}..{}",
+                start + len
+            );
+        }
+        // 64 positions first, 128 once position 67 was needed: two builds for six passes.
+        assert_eq!(builds, 2);
+        // Truncated and cloned caches keep the (absolute-position) tables.
+        assert_eq!(cache.truncate(0).rope.map(|t| t.len()), Some(128));
     }
 }

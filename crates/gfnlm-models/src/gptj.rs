@@ -315,12 +315,16 @@ impl GptJForCausalLm {
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let [_, t] = tokens.dims();
         let device = tokens.device();
-        // Rotary tables and the causal mask once per pass (every layer rotates alike).
-        let rope = self
-            .transformer
-            .h
-            .first()
-            .and_then(|b| b.attn.rotary.tables(start, t, &device));
+        // The causal mask once per pass (every layer rotates alike); rotary tables once per
+        // cache (sliced for this pass), or once per pass without one.
+        let rotary = self.transformer.h.first().map(|b| &b.attn.rotary);
+        let rope = match (rotary, cache.as_deref_mut()) {
+            (Some(r), Some(c)) if r.rotary_dim > 0 => Some(c.rotary_tables(start, t, |s, n| {
+                r.tables(s, n, &device).expect("rotary_dim > 0")
+            })),
+            (Some(r), _) => r.tables(start, t, &device),
+            (None, _) => None,
+        };
         let mask = CausalMask::new(t, start + t, &device);
         let mut x = self.transformer.wte.forward(tokens);
         for (i, block) in self.transformer.h.iter().enumerate() {

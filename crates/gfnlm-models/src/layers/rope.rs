@@ -57,6 +57,26 @@ pub struct RotaryTables {
 }
 
 impl RotaryTables {
+    /// Number of positions the tables cover.
+    pub fn len(&self) -> usize {
+        self.cos.dims()[2]
+    }
+
+    /// True when the tables cover no position.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tables of positions `start..start + len` of these (which start at position 0).
+    pub fn positions(&self, start: usize, len: usize) -> RotaryTables {
+        let [a, b, _, h] = self.cos.dims();
+        let range = [0..a, 0..b, start..start + len, 0..h];
+        RotaryTables {
+            cos: self.cos.clone().slice(range.clone()),
+            sin: self.sin.clone().slice(range),
+        }
+    }
+
     /// Rotates `x` `[batch, heads, seq, head_dim]`.
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let (cos, sin) = (self.cos.clone(), self.sin.clone());

@@ -348,8 +348,13 @@ impl LlamaForCausalLm {
     ) -> Tensor<3> {
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let [_, t] = tokens.dims();
-        // RoPE tables and the causal mask once per pass, shared by every layer.
-        let tables = self.rope.tables(start, t, &tokens.device());
+        // The causal mask once per pass, shared by every layer; RoPE tables once per cache
+        // (sliced for this pass), or once per pass without one.
+        let device = tokens.device();
+        let tables = match cache.as_deref_mut() {
+            Some(c) => c.rotary_tables(start, t, |s, n| self.rope.tables(s, n, &device)),
+            None => self.rope.tables(start, t, &device),
+        };
         let mask = CausalMask::new(t, start + t, &tokens.device());
         let mut x = self.model.embed_tokens.forward(tokens);
         for (i, layer) in self.model.layers.iter().enumerate() {
