@@ -4,11 +4,11 @@
 //! One test in its own binary: burn's generator is shared, and another test drawing at the
 //! same time would change the numbers.
 
+mod common;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
-use gfnlm_models::LlamaConfig;
-use gfnlm_models::gpt2::Gpt2Config;
-use gfnlm_models::gptj::GptJConfig;
+use common::{gpt2, gptj, llama};
 
 fn device() -> Device {
     gfnlm_models::parse_device("flex").unwrap()
@@ -31,37 +31,6 @@ fn fingerprint<M: Module>(m: &M) -> (u64, usize) {
     let mut f = Fnv(0xcbf29ce484222325, 0);
     m.visit(&mut f);
     (f.0, f.1)
-}
-
-fn llama(tied: bool, layers: usize) -> LlamaConfig {
-    LlamaConfig {
-        vocab_size: 23,
-        hidden_size: 8,
-        intermediate_size: 12,
-        num_hidden_layers: layers,
-        num_attention_heads: 2,
-        num_key_value_heads: 1,
-        head_dim: None,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 32,
-        tie_word_embeddings: tied,
-    }
-}
-
-fn gpt2(layers: usize) -> Gpt2Config {
-    serde_json::from_value(serde_json::json!({
-        "vocab_size": 11, "n_positions": 16, "n_embd": 8, "n_layer": layers, "n_head": 2
-    }))
-    .unwrap()
-}
-
-fn gptj(layers: usize) -> GptJConfig {
-    serde_json::from_value(serde_json::json!({
-        "vocab_size": 11, "n_positions": 16, "n_embd": 8, "n_layer": layers, "n_head": 2,
-        "rotary_dim": 2
-    }))
-    .unwrap()
 }
 
 #[test]

@@ -3,44 +3,16 @@
 //! same order), and the per-layer tensor counts used to refuse absurd layer counts agree
 //! with it.
 
+mod common;
+
 use burn::tensor::Device;
+use common::{gpt2, gptj, llama};
 use gfnlm_models::gpt2::Gpt2Config;
 use gfnlm_models::gptj::GptJConfig;
 use gfnlm_models::{CausalLm, Linears, LlamaConfig, TensorRecorder};
 
 fn device() -> Device {
     gfnlm_models::parse_device("flex").unwrap()
-}
-
-fn llama(tied: bool, layers: usize) -> LlamaConfig {
-    LlamaConfig {
-        vocab_size: 23,
-        hidden_size: 8,
-        intermediate_size: 12,
-        num_hidden_layers: layers,
-        num_attention_heads: 2,
-        num_key_value_heads: 1,
-        head_dim: None,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 32,
-        tie_word_embeddings: tied,
-    }
-}
-
-fn gpt2(layers: usize) -> Gpt2Config {
-    serde_json::from_value(serde_json::json!({
-        "vocab_size": 11, "n_positions": 16, "n_embd": 8, "n_layer": layers, "n_head": 2
-    }))
-    .unwrap()
-}
-
-fn gptj(layers: usize) -> GptJConfig {
-    serde_json::from_value(serde_json::json!({
-        "vocab_size": 11, "n_positions": 16, "n_embd": 8, "n_layer": layers, "n_head": 2,
-        "rotary_dim": 2
-    }))
-    .unwrap()
 }
 
 /// The walker's names, in order.
