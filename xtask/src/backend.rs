@@ -166,6 +166,22 @@ pub fn build_gfnlm_with_mpi() -> Result<PathBuf> {
     Ok(crate::target_dir().join("release/gfnlm"))
 }
 
+/// `mpirun -np N --oversubscribe PROGRAM`, allowed to run as root (containers, CI: mpirun
+/// refuses root without the two variables).
+pub fn mpirun(ranks: usize, program: &Path) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["-np", &ranks.to_string(), "--oversubscribe"])
+        .arg(program);
+    allow_root(&mut c);
+    c
+}
+
+/// The environment with which Open MPI's mpirun accepts running as root.
+fn allow_root(c: &mut Command) {
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+}
+
 /// Sets up MPI and runs the data-parallel tests (`mpirun -np 2` on this machine).
 pub fn test_mpi() -> Result<()> {
     setup_mpi()?;
@@ -183,10 +199,9 @@ pub fn test_mpi() -> Result<()> {
         "mpi",
         "--test",
         "mpi_train",
-    ])
-    // mpirun refuses root without these (CI runs as root).
-    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    ]);
+    // The tests start mpirun themselves (CI runs as root).
+    allow_root(&mut cmd);
     println!("running the data-parallel tests under mpirun -np 2");
     run(&mut cmd, "MPI tests")
 }

@@ -52,16 +52,12 @@ pub fn reproduce_rng(ranks: usize, rest: &[String]) -> Result<()> {
         "xtask: mpirun -np {ranks} gfnlm train --config {config} --out {} --resume ({threads} thread(s) per rank)",
         run.display()
     );
-    let status = Command::new("mpirun")
-        .args(["-np", &ranks.to_string(), "--oversubscribe"])
-        .arg(&bin)
+    let status = crate::backend::mpirun(ranks, &bin)
         .args(["train", "--config", &config, "--resume", "--model"])
         .arg(&model)
         .arg("--out")
         .arg(&run)
         .env("RAYON_NUM_THREADS", &threads)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .status()
         .context("starting mpirun (cargo xtask setup-backend mpi)")?;
     if !status.success() {

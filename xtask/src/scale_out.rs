@@ -107,10 +107,7 @@ pub fn run(rest: &[String]) -> Result<()> {
         let mut cmd = if ranks == 1 {
             Command::new(&bin)
         } else {
-            let mut c = Command::new("mpirun");
-            c.args(["-np", &ranks.to_string(), "--oversubscribe"])
-                .arg(&bin);
-            c
+            crate::backend::mpirun(ranks, &bin)
         };
         cmd.arg("train")
             .arg("--model")
@@ -119,9 +116,7 @@ pub fn run(rest: &[String]) -> Result<()> {
             .arg(&cfg_path)
             .arg("--out")
             .arg(&out)
-            .env("RAYON_NUM_THREADS", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+            .env("RAYON_NUM_THREADS", "1");
         println!("scale-out: {ranks} rank(s) × batch {batch}, {steps} steps, 1 thread each");
         let status = cmd.status().context("starting gfnlm train")?;
         if !status.success() {

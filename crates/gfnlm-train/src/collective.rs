@@ -83,11 +83,13 @@ pub fn launcher_world_size() -> Option<usize> {
 /// A 64-bit FNV-1a digest of `f32` values' bit patterns: equal digests on every rank mean
 /// bit-identical adapters (cheap: one pass over host copies, no extra communication but 8 bytes).
 pub fn fnv1a_f32(values: impl IntoIterator<Item = f32>) -> u64 {
-    values.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
-        v.to_bits()
-            .to_le_bytes()
-            .iter()
-            .fold(h, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
+    fnv1a(values.into_iter().flat_map(|v| v.to_bits().to_le_bytes()))
+}
+
+/// 64-bit FNV-1a of a byte stream.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })
 }
 

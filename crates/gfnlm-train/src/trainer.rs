@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::buffer::{Entry, ReplayBuffer};
 use crate::collective::{
-    Collective, CollectiveError, SingleProcess, adapter_params, average_gradients, fnv1a_f32,
+    Collective, CollectiveError, SingleProcess, adapter_params, average_gradients, fnv1a, fnv1a_f32,
 };
 use crate::config::TrainConfig;
 use crate::schedule::{LrSchedule, RewardTemperature};
@@ -231,11 +231,7 @@ fn init_from_adapter(
 /// Gives every adapter parameter a stable id derived from its layer name, so optimizer state
 /// saved in one process matches the parameters of the next (resume).
 fn stable_adapter_ids(model: &mut CausalLm) {
-    fn fnv(s: &str) -> u64 {
-        s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100000001b3)
-        })
-    }
+    let fnv = |s: &str| fnv1a(s.bytes());
     model.for_each_linear_mut(&mut |name, lin| {
         if let Some(l) = lin.lora.as_mut() {
             l.lora_a = Param::initialized(
@@ -394,7 +390,7 @@ impl Trainer {
                     .expect("f32 adapters")
             });
         let state = serde_json::to_vec(&self.update.state()).expect("state serialises");
-        let digest = fnv1a_f32(values) ^ fnv1a_f32(state.iter().map(|&b| b as f32));
+        let digest = fnv1a_f32(values) ^ fnv1a(state);
         let all = self.collective.all_gather_bytes(&digest.to_le_bytes())?;
         if all.iter().any(|d| d[..] != all[0][..]) {
             let digests: Vec<String> = all

@@ -794,7 +794,7 @@ fn train_ranked(args: TrainArgs, collective: Rc<dyn Collective>) -> Result<()> {
         // Ranks 1.. train and take part in every collective; rank 0 writes.
         while trainer.step < cfg.steps {
             let stats = trainer.train_step(&out)?;
-            if stats.step % cfg.checkpoint_every.max(1) == 0 || stats.step == cfg.steps {
+            if checkpoint_due(&cfg, stats.step) {
                 trainer.save_checkpoint(&ckpt_dir)?;
             }
         }
@@ -842,7 +842,7 @@ fn train_ranked(args: TrainArgs, collective: Rc<dyn Collective>) -> Result<()> {
             (stats.mean_len + 1.0) * (world * cfg.batch_size * cfg.grad_accum) as f64
                 / stats.seconds
         ));
-        if stats.step % cfg.checkpoint_every.max(1) == 0 || stats.step == cfg.steps {
+        if checkpoint_due(&cfg, stats.step) {
             trainer.save_checkpoint(&ckpt_dir)?;
         }
     }
@@ -855,6 +855,12 @@ fn train_ranked(args: TrainArgs, collective: Rc<dyn Collective>) -> Result<()> {
     )?;
     eprintln!("gfnlm: adapter written to {}", adapter.display());
     Ok(())
+}
+
+/// Whether a checkpoint is written after `step`: every `checkpoint_every` steps and at the end
+/// (every rank of a data-parallel run takes part in each).
+fn checkpoint_due(cfg: &TrainConfig, step: usize) -> bool {
+    step.is_multiple_of(cfg.checkpoint_every.max(1)) || step == cfg.steps
 }
 
 /// Folds the config's `base_adapter` (if any) into the loaded weights.
